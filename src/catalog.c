@@ -1,0 +1,115 @@
+/*-------------------------------------------------------------------------
+ * catalog.c
+ *		Cached OIDs of the extension's schema, owner and relations.
+ *
+ * The extension can be dropped and created again within one backend, so the
+ * cache is reset by relcache and namespace invalidations rather than kept
+ * forever.  Lookups go through the syscache; no locks are taken here.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/namespace.h"
+#include "catalog/pg_namespace.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+
+#include "outbox.h"
+
+#define MAX_CACHED_RELS 16
+
+typedef struct CachedRel
+{
+	const char *name;			/* a string literal of the caller */
+	Oid			relid;
+} CachedRel;
+
+static bool callbacks_registered = false;
+static Oid	schema_oid = InvalidOid;
+static Oid	owner_oid = InvalidOid;
+static CachedRel rels[MAX_CACHED_RELS];
+static int	nrels = 0;
+
+static void
+catalog_reset(Datum arg, int cacheid, uint32 hashvalue)
+{
+	schema_oid = InvalidOid;
+	owner_oid = InvalidOid;
+	nrels = 0;
+}
+
+static void
+catalog_relcache_reset(Datum arg, Oid relid)
+{
+	for (int i = 0; i < nrels; i++)
+	{
+		if (relid == InvalidOid || rels[i].relid == relid)
+		{
+			catalog_reset(arg, 0, 0);
+			return;
+		}
+	}
+}
+
+/*
+ * The OID of schema outbox; errors out when the extension is not installed
+ * in this database (the library can be loaded without it).
+ */
+Oid
+outbox_schema_oid(void)
+{
+	HeapTuple	tup;
+
+	if (OidIsValid(schema_oid))
+		return schema_oid;
+
+	if (!callbacks_registered)
+	{
+		CacheRegisterSyscacheCallback(NAMESPACEOID, catalog_reset, (Datum) 0);
+		CacheRegisterRelcacheCallback(catalog_relcache_reset, (Datum) 0);
+		callbacks_registered = true;
+	}
+
+	tup = SearchSysCache1(NAMESPACENAME, CStringGetDatum("outbox"));
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"outbox\" is not installed in this database"),
+				 errhint("Run CREATE EXTENSION outbox.")));
+	schema_oid = ((Form_pg_namespace) GETSTRUCT(tup))->oid;
+	owner_oid = ((Form_pg_namespace) GETSTRUCT(tup))->nspowner;
+	ReleaseSysCache(tup);
+	return schema_oid;
+}
+
+/* The role that owns the extension's objects, and runs its statements. */
+Oid
+outbox_owner_oid(void)
+{
+	(void) outbox_schema_oid();
+	return owner_oid;
+}
+
+/* The OID of relation outbox.<relname>; relname must be a string literal. */
+Oid
+outbox_relid(const char *relname)
+{
+	Oid			nsp = outbox_schema_oid();
+	Oid			relid;
+
+	for (int i = 0; i < nrels; i++)
+		if (rels[i].name == relname)
+			return rels[i].relid;
+
+	relid = get_relname_relid(relname, nsp);
+	if (!OidIsValid(relid))
+		elog(ERROR, "relation outbox.%s is missing", relname);
+	if (nrels < MAX_CACHED_RELS)
+	{
+		rels[nrels].name = relname;
+		rels[nrels].relid = relid;
+		nrels++;
+	}
+	return relid;
+}

@@ -1,0 +1,67 @@
+/*-------------------------------------------------------------------------
+ * outbox.c
+ *		Module magic, _PG_init and the GUCs.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+
+#include "outbox.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+int			outbox_max_payload_bytes = 1024 * 1024;
+
+/*
+ * The value set by the server's configuration (file, command line, ALTER
+ * SYSTEM).  Sessions, roles and databases may only lower the limit below it.
+ */
+static int	payload_ceiling = 1024 * 1024;
+
+/*
+ * Check hook of outbox.max_payload_bytes: configuration sources set the
+ * ceiling, every later source (ALTER DATABASE/ROLE SET, PGOPTIONS, SET) may
+ * only go down from it.  No catalog access here: the hook also runs while a
+ * backend starts and in the postmaster.
+ */
+static bool
+check_max_payload_bytes(int *newval, void **extra, GucSource source)
+{
+	if (source <= PGC_S_ARGV)
+	{
+		payload_ceiling = *newval;
+		return true;
+	}
+	if (source != PGC_S_OVERRIDE && *newval > payload_ceiling)
+	{
+		GUC_check_errdetail("outbox.max_payload_bytes can only be lowered below the server's setting of %d bytes.",
+							payload_ceiling);
+		GUC_check_errhint("Raise it in postgresql.conf or with ALTER SYSTEM.");
+		return false;
+	}
+	return true;
+}
+
+void
+_PG_init(void)
+{
+	DefineCustomIntVariable("outbox.max_payload_bytes",
+							"Largest message payload or event data outbox accepts.",
+							"Measured in PostgreSQL's binary jsonb form. Sessions may lower it, not raise it.",
+							&outbox_max_payload_bytes,
+							1024 * 1024,
+							1,
+							MaxAllocSize / 2,
+							PGC_USERSET,
+							GUC_UNIT_BYTE,
+							check_max_payload_bytes,
+							NULL,
+							NULL);
+
+	MarkGUCPrefixReserved("outbox");
+}

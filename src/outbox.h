@@ -1,0 +1,80 @@
+/*-------------------------------------------------------------------------
+ * outbox.h
+ *		Declarations shared by outbox's source files.
+ *-------------------------------------------------------------------------
+ */
+#ifndef OUTBOX_H
+#define OUTBOX_H
+
+#include "postgres.h"
+
+#include "access/transam.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/jsonb.h"
+
+/*
+ * outbox's own SQLSTATE class "OB".  Every code is listed in README.md.
+ *   OB001  the expected ETag does not match the stream (retryable: re-read
+ *          the stream, re-decide, append again)
+ */
+#define ERRCODE_OUTBOX_ETAG_MISMATCH	MAKE_SQLSTATE('O','B','0','0','1')
+
+/* Longest stream, topic, key, consumer or message id, in bytes. */
+#define OUTBOX_MAX_NAME_BYTES	255
+
+/* Most events one call to outbox.append may write. */
+#define OUTBOX_MAX_EVENTS_PER_APPEND	10000
+
+/* GUCs (outbox.c) */
+extern int	outbox_max_payload_bytes;
+
+/* catalog.c: cached OIDs of the installed extension's objects */
+extern Oid	outbox_schema_oid(void);
+extern Oid	outbox_owner_oid(void);
+extern Oid	outbox_relid(const char *relname);
+
+/*
+ * spi.c: every statement outbox runs goes through a plan prepared once per
+ * backend, with typed parameters, run as the extension owner.
+ */
+typedef struct OutboxPlan
+{
+	const char *sql;
+	int			nargs;
+	Oid			argtypes[9];
+	SPIPlanPtr	plan;			/* prepared on first use, kept for the backend */
+} OutboxPlan;
+
+typedef struct OutboxSpi
+{
+	Oid			saved_userid;
+	int			saved_sec_context;
+} OutboxSpi;
+
+extern void outbox_spi_begin(OutboxSpi *ctx);
+extern void outbox_spi_end(OutboxSpi *ctx);
+extern uint64 outbox_spi_run(OutboxPlan *plan, Datum *values, const char *nulls,
+							 bool read_only, long count, int expected_rc);
+extern bool outbox_spi_getbool(int col);
+extern int64 outbox_spi_getint64(int col, bool *isnull);
+extern void outbox_spi_emit(FunctionCallInfo fcinfo, bool gapless);
+
+/* validate.c: argument checks shared by every SQL function */
+extern char *outbox_arg_name(FunctionCallInfo fcinfo, int argno, const char *what);
+extern Jsonb *outbox_arg_jsonb(FunctionCallInfo fcinfo, int argno, const char *what);
+extern int32 outbox_arg_count(FunctionCallInfo fcinfo, int argno, const char *what);
+extern int64 outbox_arg_position(FunctionCallInfo fcinfo, int argno, const char *what);
+extern void outbox_check_name(const char *what, const char *name, int len);
+extern void outbox_check_payload_size(const char *what, Jsonb *value);
+extern void outbox_check_headers(const char *what, Jsonb *headers);
+
+/* etag.c */
+extern text *etag_make(const char *stream, int64 version);
+extern int64 etag_version(const char *stream, const char *etag);
+
+/* gapless.c: the reading horizon of the gap-free logs */
+extern FullTransactionId gapless_horizon(void);
+extern FullTransactionId gapless_mark(void);
+
+#endif							/* OUTBOX_H */

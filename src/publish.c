@@ -1,0 +1,128 @@
+/*-------------------------------------------------------------------------
+ * publish.c
+ *		The transactional outbox (outbox.publish, outbox.read_messages) and
+ *		the idempotent-consumer inbox (outbox.consume_once).
+ *
+ * A message is one row in outbox._messages, written in the caller's
+ * transaction: it exists exactly when the business write beside it commits.
+ * Message ids form a gap-free log read like the event log (see gapless.c).
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "commands/sequence.h"
+#include "funcapi.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+#include "utils/xid8.h"
+
+#include "outbox.h"
+
+PG_FUNCTION_INFO_V1(outbox_publish);
+PG_FUNCTION_INFO_V1(outbox_read_messages);
+PG_FUNCTION_INFO_V1(outbox_consume_once);
+
+static OutboxPlan plan_insert_message = {
+	"INSERT INTO outbox._messages (id, topic, key, payload, headers, created_at, xmark)"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7)",
+	7, {INT8OID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, TIMESTAMPTZOID, XID8OID}
+};
+static OutboxPlan plan_read_messages = {
+	"SELECT id, topic, key, payload, headers, created_at, xmark"
+	" FROM outbox._messages WHERE id > $1 ORDER BY id LIMIT $2",
+	2, {INT8OID, INT4OID}
+};
+static OutboxPlan plan_consume = {
+	"INSERT INTO outbox._inbox (consumer, message_id, consumed_at)"
+	" VALUES ($1, $2, now()) ON CONFLICT DO NOTHING",
+	2, {TEXTOID, TEXTOID}
+};
+
+/*
+ * outbox.publish(topic text, payload jsonb, key text, headers jsonb)
+ * returns bigint
+ *
+ * Writes in the caller's transaction.
+ */
+Datum
+outbox_publish(PG_FUNCTION_ARGS)
+{
+	char	   *topic = outbox_arg_name(fcinfo, 0, "topic");
+	Jsonb	   *payload = outbox_arg_jsonb(fcinfo, 1, "payload");
+	Jsonb	   *headers = outbox_arg_jsonb(fcinfo, 3, "headers");
+	Datum		args[7];
+	char		nulls[7] = "       ";
+	OutboxSpi	spi;
+	int64		id;
+
+	if (strchr(topic, '*') != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("topic \"%s\" must not contain \"*\"", topic),
+				 errdetail("\"*\" is the wildcard of endpoint topic patterns.")));
+	if (!PG_ARGISNULL(2))
+	{
+		text	   *key = PG_GETARG_TEXT_PP(2);
+
+		outbox_check_name("key", VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key));
+		args[2] = PointerGetDatum(key);
+	}
+	else
+		nulls[2] = 'n';
+	outbox_check_payload_size("payload", payload);
+	outbox_check_headers("headers", headers);
+
+	outbox_spi_begin(&spi);
+	/* gapless.c: the top-level xid must exist before the id is taken */
+	(void) GetTopTransactionId();
+	id = nextval_internal(outbox_relid("_messages_id_seq"), false);
+	args[0] = Int64GetDatum(id);
+	args[1] = CStringGetTextDatum(topic);
+	args[3] = JsonbPGetDatum(payload);
+	args[4] = JsonbPGetDatum(headers);
+	args[5] = TimestampTzGetDatum(GetCurrentTimestamp());
+	args[6] = FullTransactionIdGetDatum(gapless_mark());
+	outbox_spi_run(&plan_insert_message, args, nulls, false, 0, SPI_OK_INSERT);
+	outbox_spi_end(&spi);
+	PG_RETURN_INT64(id);
+}
+
+/* outbox.read_messages(after_id bigint, max_count int): gap-free, see gapless.c */
+Datum
+outbox_read_messages(PG_FUNCTION_ARGS)
+{
+	Datum		args[2];
+	OutboxSpi	spi;
+
+	args[0] = Int64GetDatum(outbox_arg_position(fcinfo, 0, "after_id"));
+	args[1] = Int32GetDatum(outbox_arg_count(fcinfo, 1, "max_count"));
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+
+	outbox_spi_begin(&spi);
+	outbox_spi_run(&plan_read_messages, args, NULL, true, 0, SPI_OK_SELECT);
+	outbox_spi_emit(fcinfo, true);
+	outbox_spi_end(&spi);
+	return (Datum) 0;
+}
+
+/*
+ * outbox.consume_once(consumer text, message_id text) returns boolean
+ *
+ * Records the id in the caller's transaction.  A concurrent call with the
+ * same id waits for this transaction: if it commits, the other gets false.
+ */
+Datum
+outbox_consume_once(PG_FUNCTION_ARGS)
+{
+	char	   *consumer = outbox_arg_name(fcinfo, 0, "consumer");
+	char	   *message_id = outbox_arg_name(fcinfo, 1, "message_id");
+	Datum		args[2] = {CStringGetTextDatum(consumer), CStringGetTextDatum(message_id)};
+	OutboxSpi	spi;
+	bool		first;
+
+	outbox_spi_begin(&spi);
+	first = outbox_spi_run(&plan_consume, args, NULL, false, 0, SPI_OK_INSERT) == 1;
+	outbox_spi_end(&spi);
+	PG_RETURN_BOOL(first);
+}

@@ -1,0 +1,134 @@
+/*-------------------------------------------------------------------------
+ * spi.c
+ *		Running outbox's statements: cached plans, typed parameters, owner
+ *		privileges, and copying result rows out of SPI.
+ *
+ * Roles never get write access to outbox's tables; the C functions run their
+ * statements as the extension owner instead (the same device as PostgreSQL's
+ * RI triggers).  Plans are prepared under a pinned search_path so that a
+ * caller's search_path cannot redirect an operator in our SQL text.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/detoast.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/tuplestore.h"
+#include "utils/xid8.h"
+
+#include "compat.h"
+#include "outbox.h"
+
+/*
+ * Connect to SPI and become the extension owner.  Whatever happens before
+ * outbox_spi_end, (sub)transaction abort restores the user and SPI.
+ */
+void
+outbox_spi_begin(OutboxSpi *ctx)
+{
+	Oid			owner = outbox_owner_oid();
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	GetUserIdAndSecContext(&ctx->saved_userid, &ctx->saved_sec_context);
+	SetUserIdAndSecContext(owner,
+						   ctx->saved_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+}
+
+void
+outbox_spi_end(OutboxSpi *ctx)
+{
+	SetUserIdAndSecContext(ctx->saved_userid, ctx->saved_sec_context);
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+}
+
+static SPIPlanPtr
+spi_prepare(OutboxPlan *p)
+{
+	SPIPlanPtr	plan;
+
+	compat_push_catalog_search_path();
+	plan = SPI_prepare(p->sql, p->nargs, p->argtypes);
+	compat_pop_search_path();
+	if (plan == NULL)
+		elog(ERROR, "could not prepare \"%s\": %s",
+			 p->sql, SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	return plan;
+}
+
+/*
+ * Execute a cached plan and check its return code; returns SPI_processed.
+ */
+uint64
+outbox_spi_run(OutboxPlan *p, Datum *values, const char *nulls,
+			   bool read_only, long count, int expected_rc)
+{
+	int			rc;
+
+	if (p->plan == NULL)
+		p->plan = spi_prepare(p);
+	rc = SPI_execute_plan(p->plan, values, nulls, read_only, count);
+	if (rc != expected_rc)
+		elog(ERROR, "\"%s\" returned %s", p->sql, SPI_result_code_string(rc));
+	return SPI_processed;
+}
+
+/* Column col (1-based) of the first result row, as int64. */
+int64
+outbox_spi_getint64(int col, bool *isnull)
+{
+	bool		null;
+	Datum		d;
+
+	Assert(SPI_processed > 0);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, col, &null);
+	if (isnull)
+		*isnull = null;
+	return null ? 0 : DatumGetInt64(d);
+}
+
+bool
+outbox_spi_getbool(int col)
+{
+	bool		null;
+	Datum		d;
+
+	Assert(SPI_processed > 0);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, col, &null);
+	return !null && DatumGetBool(d);
+}
+
+/*
+ * Copy the rows of the last SPI query into the set-returning function's
+ * tuplestore.  With gapless, the query's last column is the row's xmark:
+ * copying stops at the first row a still-running transaction could precede
+ * (see gapless.c), so the caller gets the safe prefix of the log.
+ */
+void
+outbox_spi_emit(FunctionCallInfo fcinfo, bool gapless)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	TupleDesc	spidesc = SPI_tuptable->tupdesc;
+	int			natts = rsinfo->setDesc->natts;
+	FullTransactionId horizon = gapless ? gapless_horizon() : InvalidFullTransactionId;
+	Datum	   *values = palloc(sizeof(Datum) * spidesc->natts);
+	bool	   *nulls = palloc(sizeof(bool) * spidesc->natts);
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		heap_deform_tuple(SPI_tuptable->vals[i], spidesc, values, nulls);
+		if (gapless &&
+			FullTransactionIdFollows(DatumGetFullTransactionId(values[spidesc->natts - 1]),
+									 horizon))
+			break;
+		/* the tuplestore outlives SPI: take toasted values with us */
+		for (int c = 0; c < natts; c++)
+			if (!nulls[c] && TupleDescAttr(spidesc, c)->attlen == -1)
+				values[c] = PointerGetDatum(pg_detoast_datum_packed((struct varlena *) DatumGetPointer(values[c])));
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+}

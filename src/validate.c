@@ -1,0 +1,187 @@
+/*-------------------------------------------------------------------------
+ * validate.c
+ *		Argument checks shared by outbox's SQL functions.
+ *
+ * Every user mistake gets a standard SQLSTATE: 22004 for a NULL that is not
+ * allowed, 22023 for a bad value, 22001 for a name that is too long, 54000
+ * for a payload over outbox.max_payload_bytes.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+
+#include "outbox.h"
+
+#define OUTBOX_MAX_COUNT 100000
+
+static void
+reject_null(const char *what)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+			 errmsg("%s must not be null", what)));
+}
+
+void
+outbox_check_name(const char *what, const char *name, int len)
+{
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be empty", what)));
+	if (len > OUTBOX_MAX_NAME_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+				 errmsg("%s is too long", what),
+				 errdetail("It is %d bytes long; the limit is %d bytes.",
+						   len, OUTBOX_MAX_NAME_BYTES)));
+}
+
+/* A non-NULL, non-empty text argument of at most OUTBOX_MAX_NAME_BYTES. */
+char *
+outbox_arg_name(FunctionCallInfo fcinfo, int argno, const char *what)
+{
+	text	   *t;
+
+	if (PG_ARGISNULL(argno))
+		reject_null(what);
+	t = PG_GETARG_TEXT_PP(argno);
+	outbox_check_name(what, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+	return text_to_cstring(t);
+}
+
+Jsonb *
+outbox_arg_jsonb(FunctionCallInfo fcinfo, int argno, const char *what)
+{
+	if (PG_ARGISNULL(argno))
+		reject_null(what);
+	return PG_GETARG_JSONB_P(argno);
+}
+
+/* A max_count argument: 1 to OUTBOX_MAX_COUNT. */
+int32
+outbox_arg_count(FunctionCallInfo fcinfo, int argno, const char *what)
+{
+	int32		n;
+
+	if (PG_ARGISNULL(argno))
+		reject_null(what);
+	n = PG_GETARG_INT32(argno);
+	if (n < 1 || n > OUTBOX_MAX_COUNT)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be between 1 and %d", what, OUTBOX_MAX_COUNT),
+				 errdetail("It is %d.", n)));
+	return n;
+}
+
+/* A position, version or id to read after: zero or more. */
+int64
+outbox_arg_position(FunctionCallInfo fcinfo, int argno, const char *what)
+{
+	int64		n;
+
+	if (PG_ARGISNULL(argno))
+		reject_null(what);
+	n = PG_GETARG_INT64(argno);
+	if (n < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be negative", what)));
+	return n;
+}
+
+void
+outbox_check_payload_size(const char *what, Jsonb *value)
+{
+	Size		size = VARSIZE(value) - VARHDRSZ;
+
+	if (size > (Size) outbox_max_payload_bytes)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("%s is too large", what),
+				 errdetail("It takes %zu bytes; outbox.max_payload_bytes is %d.",
+						   size, outbox_max_payload_bytes)));
+}
+
+/* RFC 9110 token characters, allowed in header names. */
+static bool
+is_tchar(char c)
+{
+	return isalnum((unsigned char) c) || (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+/* Headers the relay sets itself; a message or endpoint must not override them. */
+static bool
+is_reserved_header(const char *name, int len)
+{
+	static const char *const reserved[] = {
+		"content-type", "content-length", "host", "transfer-encoding",
+		"connection", "expect", "te", "upgrade", "keep-alive"
+	};
+
+	if ((len >= 8 && pg_strncasecmp(name, "webhook-", 8) == 0) ||
+		(len >= 7 && pg_strncasecmp(name, "outbox-", 7) == 0))
+		return true;
+	for (int i = 0; i < lengthof(reserved); i++)
+		if (strlen(reserved[i]) == len && pg_strncasecmp(name, reserved[i], len) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * Headers are a JSON object of string values, each name an HTTP token and
+ * each value free of CR and LF (so no header can be smuggled in).
+ */
+void
+outbox_check_headers(const char *what, Jsonb *headers)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	char	   *name = NULL;
+	int			namelen = 0;
+
+	if (!JB_ROOT_IS_OBJECT(headers))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a JSON object of header names and string values", what)));
+
+	it = JsonbIteratorInit(&headers->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+		{
+			name = v.val.string.val;
+			namelen = v.val.string.len;
+			if (namelen == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("%s: a header name must not be empty", what)));
+			for (int i = 0; i < namelen; i++)
+				if (!is_tchar(name[i]))
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("%s: invalid header name \"%.*s\"", what, namelen, name),
+							 errdetail("Header names may contain letters, digits and !#$%%&'*+-.^_`|~ only.")));
+			if (is_reserved_header(name, namelen))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("%s: header \"%.*s\" is set by outbox and cannot be overridden", what, namelen, name)));
+		}
+		else if (tok == WJB_VALUE)
+		{
+			if (v.type != jbvString)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("%s: the value of header \"%.*s\" must be a string", what, namelen, name)));
+			for (int i = 0; i < v.val.string.len; i++)
+				if (v.val.string.val[i] == '\r' || v.val.string.val[i] == '\n')
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("%s: the value of header \"%.*s\" must not contain a line break", what, namelen, name)));
+		}
+	}
+}
