@@ -18,10 +18,10 @@
 #include "catalog/namespace.h"
 
 /*
- * Plans prepared under a pinned search_path keep it when they are re-planned
- * (the plan cache records the path in force at preparation), so operator
- * lookups in our SPI text can never be hijacked by a caller's search_path.
- * PostgreSQL 15 offers override search paths for this; 17 removes them.
+ * Pin the search_path to pg_catalog while outbox's own statements run, so
+ * operator lookups in our SPI text can never be hijacked by a caller's
+ * search_path.  PostgreSQL 15 offers override search paths for this; 17
+ * removes them (a GUC nest level does the same there).
  */
 static inline void
 compat_push_catalog_search_path(void)

@@ -5,8 +5,10 @@
  *
  * Roles never get write access to outbox's tables; the C functions run their
  * statements as the extension owner instead (the same device as PostgreSQL's
- * RI triggers).  Plans are prepared under a pinned search_path so that a
- * caller's search_path cannot redirect an operator in our SQL text.
+ * RI triggers).  While they run, the search_path is pinned to pg_catalog so
+ * that a caller's search_path cannot redirect an operator in our SQL text.
+ * Pinning it only while preparing is not enough: the plan cache re-analyses
+ * an invalidated plan under whatever path is current at execution.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -21,8 +23,9 @@
 #include "outbox.h"
 
 /*
- * Connect to SPI and become the extension owner.  Whatever happens before
- * outbox_spi_end, (sub)transaction abort restores the user and SPI.
+ * Connect to SPI, pin the search_path and become the extension owner.
+ * Whatever happens before outbox_spi_end, (sub)transaction abort restores
+ * the user, the search_path and SPI.
  */
 void
 outbox_spi_begin(OutboxSpi *ctx)
@@ -31,6 +34,7 @@ outbox_spi_begin(OutboxSpi *ctx)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	compat_push_catalog_search_path();
 	GetUserIdAndSecContext(&ctx->saved_userid, &ctx->saved_sec_context);
 	SetUserIdAndSecContext(owner,
 						   ctx->saved_sec_context | SECURITY_LOCAL_USERID_CHANGE);
@@ -40,6 +44,7 @@ void
 outbox_spi_end(OutboxSpi *ctx)
 {
 	SetUserIdAndSecContext(ctx->saved_userid, ctx->saved_sec_context);
+	compat_pop_search_path();
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 }
@@ -49,9 +54,7 @@ spi_prepare(OutboxPlan *p)
 {
 	SPIPlanPtr	plan;
 
-	compat_push_catalog_search_path();
 	plan = SPI_prepare(p->sql, p->nargs, p->argtypes);
-	compat_pop_search_path();
 	if (plan == NULL)
 		elog(ERROR, "could not prepare \"%s\": %s",
 			 p->sql, SPI_result_code_string(SPI_result));
