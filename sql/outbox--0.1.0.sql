@@ -39,7 +39,7 @@ GRANT USAGE ON SCHEMA outbox TO outbox_reader, outbox_writer, outbox_admin;
 
 CREATE TABLE outbox._streams (
     stream  text PRIMARY KEY,
-    version bigint NOT NULL CHECK (version >= 0)
+    version bigint NOT NULL
 ) WITH (fillfactor = 50);
 COMMENT ON TABLE outbox._streams IS
     'private: one head row per stream; its version is the optimistic-concurrency token and its row lock serialises appends to that stream';

@@ -15,12 +15,19 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/relscan.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "commands/sequence.h"
 #include "commands/trigger.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 #include "utils/xid8.h"
@@ -70,20 +77,10 @@ static OutboxPlan plan_create_head = {
 	" ON CONFLICT (stream) DO NOTHING RETURNING version",
 	2, {TEXTOID, INT8OID}
 };
-static OutboxPlan plan_head = {
-	"SELECT version FROM outbox._streams WHERE stream = $1",
-	1, {TEXTOID}
-};
 static OutboxPlan plan_lock_head = {
 	"INSERT INTO outbox._streams AS s (stream, version) VALUES ($1, 0)"
 	" ON CONFLICT (stream) DO UPDATE SET version = s.version RETURNING version",
 	1, {TEXTOID}
-};
-static OutboxPlan plan_insert_event = {
-	"INSERT INTO outbox._events"
-	" (position, stream, version, type, data, metadata, event_id, created_at, xmark)"
-	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-	9, {INT8OID, TEXTOID, INT8OID, TEXTOID, JSONBOID, JSONBOID, UUIDOID, TIMESTAMPTZOID, XID8OID}
 };
 static OutboxPlan plan_find_ids = {
 	"SELECT e.stream, e.version FROM unnest($1) WITH ORDINALITY AS u(id, ord)"
@@ -114,6 +111,9 @@ static OutboxPlan plan_audit_delete = {
 	" VALUES (encode(sha256(convert_to($1, 'UTF8')), 'hex'), $2, $3, now(), $4)",
 	4, {TEXTOID, INT8OID, NAMEOID, TEXTOID}
 };
+
+/* columns of outbox._events, in table order */
+#define ES_EVENT_COLS 9
 
 /* true only while outbox.delete_stream deletes: the guard lets it through */
 static bool es_deleting = false;
@@ -250,17 +250,52 @@ es_parse_events(Jsonb *events, EventInput **out, bool *all_have_ids)
 	return n;
 }
 
+/* A version-4 UUID for an event the caller gave no id. */
+static pg_uuid_t *
+es_random_uuid(void)
+{
+	pg_uuid_t  *id = palloc(sizeof(pg_uuid_t));
+
+	if (!pg_strong_random(id->data, UUID_LEN))
+		elog(ERROR, "could not generate a random event id");
+	id->data[6] = (id->data[6] & 0x0f) | 0x40;	/* version 4 */
+	id->data[8] = (id->data[8] & 0x3f) | 0x80;	/* RFC 4122 variant */
+	return id;
+}
+
 /* ---- the stream head ---- */
 
-/* Current version of a stream: 0 when it has no events. */
+/*
+ * Version of a stream's head as seen by snap: 0 when it has no events.  A
+ * direct probe of the primary key: stream_etag is on every optimistic
+ * append's path, and SPI would cost it a whole executor start.
+ */
 static int64
-es_head_version(const char *stream)
+es_head_version(const char *stream, Snapshot snap)
 {
-	Datum		args[1] = {CStringGetTextDatum(stream)};
+	Relation	rel = table_open(outbox_relid("_streams"), AccessShareLock);
+	Relation	idx = index_open(outbox_relid("_streams_pkey"), AccessShareLock);
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	IndexScanDesc scan;
+	ScanKeyData key;
+	int64		version = 0;
 
-	if (outbox_spi_run(&plan_head, args, NULL, false, 1, SPI_OK_SELECT) == 0)
-		return 0;
-	return outbox_spi_getint64(1, NULL);
+	ScanKeyEntryInitialize(&key, 0, 1, BTEqualStrategyNumber, InvalidOid,
+						   idx->rd_indcollation[0], F_TEXTEQ,
+						   CStringGetTextDatum(stream));
+	scan = index_beginscan(rel, idx, snap, 1, 0);
+	index_rescan(scan, &key, 1, NULL, 0);
+	if (index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		bool		isnull;
+
+		version = DatumGetInt64(slot_getattr(slot, 2, &isnull));
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(idx, NoLock);
+	table_close(rel, NoLock);
+	return version;
 }
 
 /*
@@ -346,7 +381,7 @@ es_replayed_version(const char *stream, EventInput *evs, int n, int64 base)
 static void
 es_conflict(const char *stream, Expectation expect, const char *expected_etag)
 {
-	int64		current = es_head_version(stream);
+	int64		current = es_head_version(stream, GetLatestSnapshot());
 
 	if (expect == EXPECT_EXISTS)
 		ereport(ERROR,
@@ -380,9 +415,6 @@ outbox_append(PG_FUNCTION_ARGS)
 	int			n;
 	int64		head;
 	OutboxSpi	spi;
-	Datum		args[9];
-	TimestampTz now;
-	Oid			seq;
 
 	n = es_parse_events(events, &evs, &all_have_ids);
 	if (expected_etag && strcmp(expected_etag, "*") == 0)
@@ -418,36 +450,27 @@ outbox_append(PG_FUNCTION_ARGS)
 
 	/* gapless.c: the top-level xid must exist before positions are taken */
 	(void) GetTopTransactionId();
-	seq = outbox_relid("_events_position_seq");
-	now = GetCurrentTimestamp();
-	args[1] = CStringGetTextDatum(stream);
-	args[7] = TimestampTzGetDatum(now);
 	{
+		Oid			seq = outbox_relid("_events_position_seq");
 		int64	   *positions = palloc(sizeof(int64) * n);
+		bool		nulls[ES_EVENT_COLS] = {0};
+		Datum		row[ES_EVENT_COLS];
 
 		for (int i = 0; i < n; i++)
 			positions[i] = nextval_internal(seq, false);
-		args[8] = FullTransactionIdGetDatum(gapless_mark());
+		row[1] = CStringGetTextDatum(stream);
+		row[7] = TimestampTzGetDatum(GetCurrentTimestamp());
+		row[8] = FullTransactionIdGetDatum(gapless_mark());
 
 		for (int i = 0; i < n; i++)
 		{
-			pg_uuid_t  *id = evs[i].id;
-
-			if (id == NULL)
-			{
-				id = palloc(sizeof(pg_uuid_t));
-				if (!pg_strong_random(id->data, UUID_LEN))
-					elog(ERROR, "could not generate a random event id");
-				id->data[6] = (id->data[6] & 0x0f) | 0x40;	/* version 4 */
-				id->data[8] = (id->data[8] & 0x3f) | 0x80;	/* RFC 4122 variant */
-			}
-			args[0] = Int64GetDatum(positions[i]);
-			args[2] = Int64GetDatum(head - n + 1 + i);
-			args[3] = CStringGetTextDatum(evs[i].type);
-			args[4] = JsonbPGetDatum(evs[i].data);
-			args[5] = JsonbPGetDatum(evs[i].metadata);
-			args[6] = UUIDPGetDatum(id);
-			outbox_spi_run(&plan_insert_event, args, NULL, false, 0, SPI_OK_INSERT);
+			row[0] = Int64GetDatum(positions[i]);
+			row[2] = Int64GetDatum(head - n + 1 + i);
+			row[3] = CStringGetTextDatum(evs[i].type);
+			row[4] = JsonbPGetDatum(evs[i].data);
+			row[5] = JsonbPGetDatum(evs[i].metadata);
+			row[6] = UUIDPGetDatum(evs[i].id ? evs[i].id : es_random_uuid());
+			outbox_insert_row(outbox_relid("_events"), row, nulls, ES_EVENT_COLS);
 		}
 	}
 
@@ -455,20 +478,13 @@ outbox_append(PG_FUNCTION_ARGS)
 	PG_RETURN_TEXT_P(etag_make(stream, head));
 }
 
-/* outbox.stream_etag(stream text) returns text */
+/* outbox.stream_etag(stream text) returns text, as of the query's snapshot */
 Datum
 outbox_stream_etag(PG_FUNCTION_ARGS)
 {
 	char	   *stream = outbox_arg_name(fcinfo, 0, "stream");
-	OutboxSpi	spi;
-	Datum		args[1] = {CStringGetTextDatum(stream)};
-	int64		version = 0;
 
-	outbox_spi_begin(&spi);
-	if (outbox_spi_run(&plan_head, args, NULL, true, 1, SPI_OK_SELECT) == 1)
-		version = outbox_spi_getint64(1, NULL);
-	outbox_spi_end(&spi);
-	PG_RETURN_TEXT_P(etag_make(stream, version));
+	PG_RETURN_TEXT_P(etag_make(stream, es_head_version(stream, GetActiveSnapshot())));
 }
 
 /*

@@ -60,6 +60,9 @@ extern bool outbox_spi_getbool(int col);
 extern int64 outbox_spi_getint64(int col, bool *isnull);
 extern void outbox_spi_emit(FunctionCallInfo fcinfo, bool gapless);
 
+/* insert.c: one row into an outbox table, in the caller's transaction */
+extern void outbox_insert_row(Oid relid, Datum *values, bool *nulls, int natts);
+
 /* validate.c: argument checks shared by every SQL function */
 extern char *outbox_arg_name(FunctionCallInfo fcinfo, int argno, const char *what);
 extern Jsonb *outbox_arg_jsonb(FunctionCallInfo fcinfo, int argno, const char *what);

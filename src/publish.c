@@ -23,11 +23,9 @@ PG_FUNCTION_INFO_V1(outbox_publish);
 PG_FUNCTION_INFO_V1(outbox_read_messages);
 PG_FUNCTION_INFO_V1(outbox_consume_once);
 
-static OutboxPlan plan_insert_message = {
-	"INSERT INTO outbox._messages (id, topic, key, payload, headers, created_at, xmark)"
-	" VALUES ($1, $2, $3, $4, $5, $6, $7)",
-	7, {INT8OID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, TIMESTAMPTZOID, XID8OID}
-};
+/* columns of outbox._messages, in table order */
+#define PUB_MESSAGE_COLS 7
+
 static OutboxPlan plan_read_messages = {
 	"SELECT id, topic, key, payload, headers, created_at, xmark"
 	" FROM outbox._messages WHERE id > $1 ORDER BY id LIMIT $2",
@@ -51,9 +49,8 @@ outbox_publish(PG_FUNCTION_ARGS)
 	char	   *topic = outbox_arg_name(fcinfo, 0, "topic");
 	Jsonb	   *payload = outbox_arg_jsonb(fcinfo, 1, "payload");
 	Jsonb	   *headers = outbox_arg_jsonb(fcinfo, 3, "headers");
-	Datum		args[7];
-	char		nulls[7] = "       ";
-	OutboxSpi	spi;
+	Datum		row[PUB_MESSAGE_COLS];
+	bool		nulls[PUB_MESSAGE_COLS] = {0};
 	int64		id;
 
 	if (strchr(topic, '*') != NULL)
@@ -66,25 +63,23 @@ outbox_publish(PG_FUNCTION_ARGS)
 		text	   *key = PG_GETARG_TEXT_PP(2);
 
 		outbox_check_name("key", VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key));
-		args[2] = PointerGetDatum(key);
+		row[2] = PointerGetDatum(key);
 	}
 	else
-		nulls[2] = 'n';
+		nulls[2] = true;
 	outbox_check_payload_size("payload", payload);
 	outbox_check_headers("headers", headers);
 
-	outbox_spi_begin(&spi);
 	/* gapless.c: the top-level xid must exist before the id is taken */
 	(void) GetTopTransactionId();
 	id = nextval_internal(outbox_relid("_messages_id_seq"), false);
-	args[0] = Int64GetDatum(id);
-	args[1] = CStringGetTextDatum(topic);
-	args[3] = JsonbPGetDatum(payload);
-	args[4] = JsonbPGetDatum(headers);
-	args[5] = TimestampTzGetDatum(GetCurrentTimestamp());
-	args[6] = FullTransactionIdGetDatum(gapless_mark());
-	outbox_spi_run(&plan_insert_message, args, nulls, false, 0, SPI_OK_INSERT);
-	outbox_spi_end(&spi);
+	row[0] = Int64GetDatum(id);
+	row[1] = CStringGetTextDatum(topic);
+	row[3] = JsonbPGetDatum(payload);
+	row[4] = JsonbPGetDatum(headers);
+	row[5] = TimestampTzGetDatum(GetCurrentTimestamp());
+	row[6] = FullTransactionIdGetDatum(gapless_mark());
+	outbox_insert_row(outbox_relid("_messages"), row, nulls, PUB_MESSAGE_COLS);
 	PG_RETURN_INT64(id);
 }
 
