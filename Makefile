@@ -5,7 +5,7 @@
 EXTENSION   = outbox
 MODULE_big  = outbox
 OBJS        = src/outbox.o src/catalog.o src/spi.o src/validate.o src/etag.o \
-              src/gapless.o src/insert.o src/eventstore.o src/publish.o
+              src/gapless.o src/rows.o src/eventstore.o src/publish.o
 DATA        = sql/outbox--0.1.0.sql
 PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS   = -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
@@ -14,7 +14,7 @@ PG_CFLAGS   = -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
 REGRESS      = setup eventstore bad_input publish readers immutability roles search_path
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=$(srcdir)/test/outbox.conf
 
-ISOLATION      = append_race create_race lock_stream read_all_gapless \
+ISOLATION      = append_race append_repeatable_read create_race lock_stream read_all_gapless \
                  read_messages_gapless consume_once_race
 ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation \
                  --temp-instance=tmp_check_iso --temp-config=$(srcdir)/test/outbox.conf

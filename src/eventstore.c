@@ -15,8 +15,6 @@
  */
 #include "postgres.h"
 
-#include "access/genam.h"
-#include "access/relscan.h"
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
@@ -57,21 +55,6 @@ typedef enum Expectation
 	EXPECT_VERSION				/* an ETag: the stream must be at this version */
 } Expectation;
 
-static OutboxPlan plan_bump_if_version = {
-	"UPDATE outbox._streams SET version = version + $2"
-	" WHERE stream = $1 AND version = $3 RETURNING version",
-	3, {TEXTOID, INT8OID, INT8OID}
-};
-static OutboxPlan plan_bump_if_exists = {
-	"UPDATE outbox._streams SET version = version + $2"
-	" WHERE stream = $1 AND version > 0 RETURNING version",
-	2, {TEXTOID, INT8OID}
-};
-static OutboxPlan plan_bump = {
-	"UPDATE outbox._streams SET version = version + $2"
-	" WHERE stream = $1 RETURNING version",
-	2, {TEXTOID, INT8OID}
-};
 static OutboxPlan plan_create_head = {
 	"INSERT INTO outbox._streams (stream, version) VALUES ($1, $2)"
 	" ON CONFLICT (stream) DO NOTHING RETURNING version",
@@ -274,54 +257,65 @@ static int64
 es_head_version(const char *stream, Snapshot snap)
 {
 	Relation	rel = table_open(outbox_relid("_streams"), AccessShareLock);
-	Relation	idx = index_open(outbox_relid("_streams_pkey"), AccessShareLock);
 	TupleTableSlot *slot = table_slot_create(rel, NULL);
-	IndexScanDesc scan;
-	ScanKeyData key;
 	int64		version = 0;
 
-	ScanKeyEntryInitialize(&key, 0, 1, BTEqualStrategyNumber, InvalidOid,
-						   idx->rd_indcollation[0], F_TEXTEQ,
-						   CStringGetTextDatum(stream));
-	scan = index_beginscan(rel, idx, snap, 1, 0);
-	index_rescan(scan, &key, 1, NULL, 0);
-	if (index_getnext_slot(scan, ForwardScanDirection, slot))
+	if (rows_fetch_by_key(rel, outbox_relid("_streams_pkey"), CStringGetTextDatum(stream),
+						  F_TEXTEQ, snap, slot))
 	{
 		bool		isnull;
 
 		version = DatumGetInt64(slot_getattr(slot, 2, &isnull));
 	}
-	index_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
-	index_close(idx, NoLock);
 	table_close(rel, NoLock);
 	return version;
 }
 
 /*
- * Check the expectation and reserve n versions in one statement, locking the
- * stream head.  Returns the new head version, or -1 when the expectation does
- * not hold.
+ * Check the expectation and reserve n versions, locking the stream head row
+ * until the transaction ends (UPDATE's semantics, see rows.c).  Returns the
+ * new head version, or -1 when the expectation does not hold; *current is
+ * the version found.
  */
 static int64
-es_claim_versions(const char *stream, int n, Expectation expect, int64 expected)
+es_claim_versions(const char *stream, int n, Expectation expect, int64 expected,
+				  int64 *current)
 {
-	Datum		args[3] = {CStringGetTextDatum(stream), Int64GetDatum(n), Int64GetDatum(expected)};
+	Datum		key = CStringGetTextDatum(stream);
+	Datum		args[2] = {key, Int64GetDatum(n)};
 
 	for (int attempt = 0; attempt < 3; attempt++)
 	{
-		OutboxPlan *bump = expect == EXPECT_VERSION ? &plan_bump_if_version
-			: expect == EXPECT_EXISTS ? &plan_bump_if_exists : &plan_bump;
+		OutboxRows	heads;
 
-		if (outbox_spi_run(bump, args, NULL, false, 0, SPI_OK_UPDATE_RETURNING) == 1)
-			return outbox_spi_getint64(1, NULL);
+		rows_open(&heads, outbox_relid("_streams"));
+		if (rows_lock_by_key(&heads, outbox_relid("_streams_pkey"), key, F_TEXTEQ))
+		{
+			bool		isnull;
+			int64		version = DatumGetInt64(slot_getattr(heads.slot, 2, &isnull));
+			Datum		row[2] = {key, Int64GetDatum(version + n)};
+			bool		nulls[2] = {false, false};
+
+			*current = version;
+			if ((expect == EXPECT_VERSION && version != expected) ||
+				(expect == EXPECT_EXISTS && version == 0))
+			{
+				rows_close(&heads);
+				return -1;
+			}
+			rows_update(&heads, row, nulls, 2);
+			rows_close(&heads);
+			return version + n;
+		}
+		rows_close(&heads);
+
+		*current = 0;
 		if (expect == EXPECT_EXISTS || (expect == EXPECT_VERSION && expected != 0))
 			return -1;
-		/* a new stream; if a concurrent append created it first, try again */
+		/* a new stream; if a concurrent append created it first, look again */
 		if (outbox_spi_run(&plan_create_head, args, NULL, false, 0, SPI_OK_INSERT_RETURNING) == 1)
 			return n;
-		if (expect == EXPECT_VERSION)
-			return -1;
 	}
 	ereport(ERROR,
 			(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
@@ -379,10 +373,9 @@ es_replayed_version(const char *stream, EventInput *evs, int n, int64 base)
 }
 
 static void
-es_conflict(const char *stream, Expectation expect, const char *expected_etag)
+es_conflict(const char *stream, Expectation expect, const char *expected_etag,
+			int64 current)
 {
-	int64		current = es_head_version(stream, GetLatestSnapshot());
-
 	if (expect == EXPECT_EXISTS)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUTBOX_ETAG_MISMATCH),
@@ -414,6 +407,7 @@ outbox_append(PG_FUNCTION_ARGS)
 	bool		all_have_ids;
 	int			n;
 	int64		head;
+	int64		current = 0;
 	OutboxSpi	spi;
 
 	n = es_parse_events(events, &evs, &all_have_ids);
@@ -435,7 +429,9 @@ outbox_append(PG_FUNCTION_ARGS)
 		PG_RETURN_TEXT_P(etag_make(stream, head));
 	}
 
-	head = expected < 0 ? -1 : es_claim_versions(stream, n, expect, expected);
+	if (expected < 0)
+		current = es_head_version(stream, GetLatestSnapshot());
+	head = expected < 0 ? -1 : es_claim_versions(stream, n, expect, expected, &current);
 	if (head < 0)
 	{
 		int64		replayed = -1;
@@ -443,7 +439,7 @@ outbox_append(PG_FUNCTION_ARGS)
 		if (all_have_ids && expected >= 0)
 			replayed = es_replayed_version(stream, evs, n, expected);
 		if (replayed < 0)
-			es_conflict(stream, expect, expected_etag);
+			es_conflict(stream, expect, expected_etag, current);
 		outbox_spi_end(&spi);
 		PG_RETURN_TEXT_P(etag_make(stream, replayed));
 	}
@@ -455,6 +451,7 @@ outbox_append(PG_FUNCTION_ARGS)
 		int64	   *positions = palloc(sizeof(int64) * n);
 		bool		nulls[ES_EVENT_COLS] = {0};
 		Datum		row[ES_EVENT_COLS];
+		OutboxRows	events;
 
 		for (int i = 0; i < n; i++)
 			positions[i] = nextval_internal(seq, false);
@@ -462,6 +459,7 @@ outbox_append(PG_FUNCTION_ARGS)
 		row[7] = TimestampTzGetDatum(GetCurrentTimestamp());
 		row[8] = FullTransactionIdGetDatum(gapless_mark());
 
+		rows_open(&events, outbox_relid("_events"));
 		for (int i = 0; i < n; i++)
 		{
 			row[0] = Int64GetDatum(positions[i]);
@@ -470,8 +468,9 @@ outbox_append(PG_FUNCTION_ARGS)
 			row[4] = JsonbPGetDatum(evs[i].data);
 			row[5] = JsonbPGetDatum(evs[i].metadata);
 			row[6] = UUIDPGetDatum(evs[i].id ? evs[i].id : es_random_uuid());
-			outbox_insert_row(outbox_relid("_events"), row, nulls, ES_EVENT_COLS);
+			rows_insert(&events, row, nulls, ES_EVENT_COLS);
 		}
+		rows_close(&events);
 	}
 
 	outbox_spi_end(&spi);

@@ -10,6 +10,7 @@
 
 #include "access/transam.h"
 #include "executor/spi.h"
+#include "nodes/execnodes.h"
 #include "fmgr.h"
 #include "utils/jsonb.h"
 
@@ -60,8 +61,24 @@ extern bool outbox_spi_getbool(int col);
 extern int64 outbox_spi_getint64(int col, bool *isnull);
 extern void outbox_spi_emit(FunctionCallInfo fcinfo, bool gapless);
 
-/* insert.c: one row into an outbox table, in the caller's transaction */
-extern void outbox_insert_row(Oid relid, Datum *values, bool *nulls, int natts);
+/* rows.c: direct row access, in the caller's transaction */
+typedef struct OutboxRows
+{
+	Relation	rel;
+	struct EState *estate;
+	struct ResultRelInfo *rri;
+	struct TupleTableSlot *slot;	/* the row rows_lock_by_key locked */
+	struct TupleTableSlot *newslot;
+	EPQState	epq;
+} OutboxRows;
+
+extern void rows_open(OutboxRows *r, Oid relid);
+extern void rows_close(OutboxRows *r);
+extern void rows_insert(OutboxRows *r, Datum *values, bool *nulls, int natts);
+extern void rows_update(OutboxRows *r, Datum *values, bool *nulls, int natts);
+extern bool rows_fetch_by_key(Relation rel, Oid idxid, Datum key, Oid eqproc,
+							  Snapshot snap, struct TupleTableSlot *slot);
+extern bool rows_lock_by_key(OutboxRows *r, Oid idxid, Datum key, Oid eqproc);
 
 /* validate.c: argument checks shared by every SQL function */
 extern char *outbox_arg_name(FunctionCallInfo fcinfo, int argno, const char *what);

@@ -51,6 +51,7 @@ outbox_publish(PG_FUNCTION_ARGS)
 	Jsonb	   *headers = outbox_arg_jsonb(fcinfo, 3, "headers");
 	Datum		row[PUB_MESSAGE_COLS];
 	bool		nulls[PUB_MESSAGE_COLS] = {0};
+	OutboxRows	messages;
 	int64		id;
 
 	if (strchr(topic, '*') != NULL)
@@ -79,7 +80,9 @@ outbox_publish(PG_FUNCTION_ARGS)
 	row[4] = JsonbPGetDatum(headers);
 	row[5] = TimestampTzGetDatum(GetCurrentTimestamp());
 	row[6] = FullTransactionIdGetDatum(gapless_mark());
-	outbox_insert_row(outbox_relid("_messages"), row, nulls, PUB_MESSAGE_COLS);
+	rows_open(&messages, outbox_relid("_messages"));
+	rows_insert(&messages, row, nulls, PUB_MESSAGE_COLS);
+	rows_close(&messages);
 	PG_RETURN_INT64(id);
 }
 
