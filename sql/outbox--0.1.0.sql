@@ -37,16 +37,9 @@ GRANT USAGE ON SCHEMA outbox TO outbox_reader, outbox_writer, outbox_admin;
  * Event store
  * ------------------------------------------------------------------------ */
 
-CREATE TABLE outbox._streams (
-    stream  text PRIMARY KEY,
-    version bigint NOT NULL
-) WITH (fillfactor = 50);
-COMMENT ON TABLE outbox._streams IS
-    'private: one head row per stream; its version is the optimistic-concurrency token and its row lock serialises appends to that stream';
-
 CREATE SEQUENCE outbox._events_position_seq AS bigint;
 COMMENT ON SEQUENCE outbox._events_position_seq IS
-    'private: global positions of events, taken while the stream head is locked';
+    'private: global positions of events, taken while the stream is locked';
 
 CREATE TABLE outbox._events (
     position   bigint PRIMARY KEY,
@@ -61,7 +54,7 @@ CREATE TABLE outbox._events (
     UNIQUE (stream, version)
 );
 COMMENT ON TABLE outbox._events IS
-    'private: the event log, append-only (a trigger rejects UPDATE, DELETE and TRUNCATE)';
+    'private: the event log, append-only (a trigger rejects UPDATE, DELETE and TRUNCATE); a stream''s version is its highest event version';
 COMMENT ON COLUMN outbox._events.xmark IS
     'private: next transaction id read just after the position was taken; any transaction with a larger xid took a larger position, which is what makes outbox.read_all gap-free';
 ALTER SEQUENCE outbox._events_position_seq OWNED BY outbox._events.position;
@@ -115,7 +108,6 @@ CREATE TABLE outbox._inbox (
 COMMENT ON TABLE outbox._inbox IS 'private: message ids each consumer has seen (outbox.consume_once)';
 
 /* Keep the data in pg_dump: these tables are the product, not configuration. */
-SELECT pg_catalog.pg_extension_config_dump('outbox._streams', '');
 SELECT pg_catalog.pg_extension_config_dump('outbox._events', '');
 SELECT pg_catalog.pg_extension_config_dump('outbox._events_position_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('outbox.stream_deletions', '');

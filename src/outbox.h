@@ -13,6 +13,8 @@
 #include "nodes/execnodes.h"
 #include "fmgr.h"
 #include "utils/jsonb.h"
+#include "utils/snapshot.h"
+#include "utils/uuid.h"
 
 /*
  * outbox's own SQLSTATE class "OB".  Every code is listed in README.md.
@@ -49,9 +51,12 @@ typedef struct OutboxPlan
 
 typedef struct OutboxSpi
 {
+	bool		connected;
 	Oid			saved_userid;
 	int			saved_sec_context;
 } OutboxSpi;
+
+#define OUTBOX_SPI_INIT {false, InvalidOid, 0}
 
 extern void outbox_spi_begin(OutboxSpi *ctx);
 extern void outbox_spi_end(OutboxSpi *ctx);
@@ -65,20 +70,28 @@ extern void outbox_spi_emit(FunctionCallInfo fcinfo, bool gapless);
 typedef struct OutboxRows
 {
 	Relation	rel;
-	struct EState *estate;
-	struct ResultRelInfo *rri;
-	struct TupleTableSlot *slot;	/* the row rows_lock_by_key locked */
-	struct TupleTableSlot *newslot;
-	EPQState	epq;
+	EState	   *estate;
+	ResultRelInfo *rri;
+	TupleTableSlot *slot;
 } OutboxRows;
 
 extern void rows_open(OutboxRows *r, Oid relid);
 extern void rows_close(OutboxRows *r);
 extern void rows_insert(OutboxRows *r, Datum *values, bool *nulls, int natts);
-extern void rows_update(OutboxRows *r, Datum *values, bool *nulls, int natts);
 extern bool rows_fetch_by_key(Relation rel, Oid idxid, Datum key, Oid eqproc,
-							  Snapshot snap, struct TupleTableSlot *slot);
-extern bool rows_lock_by_key(OutboxRows *r, Oid idxid, Datum key, Oid eqproc);
+							  Snapshot snap, ScanDirection dir, TupleTableSlot *slot);
+
+/* eventparse.c: the events argument of outbox.append */
+typedef struct EventInput
+{
+	char	   *type;
+	Jsonb	   *data;
+	Jsonb	   *metadata;
+	pg_uuid_t  *id;				/* NULL when the caller gave none */
+} EventInput;
+
+extern int	es_parse_events(Jsonb *events, EventInput **out, bool *all_have_ids);
+extern pg_uuid_t *es_random_uuid(void);
 
 /* validate.c: argument checks shared by every SQL function */
 extern char *outbox_arg_name(FunctionCallInfo fcinfo, int argno, const char *what);

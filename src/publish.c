@@ -91,7 +91,7 @@ Datum
 outbox_read_messages(PG_FUNCTION_ARGS)
 {
 	Datum		args[2];
-	OutboxSpi	spi;
+	OutboxSpi	spi = OUTBOX_SPI_INIT;
 
 	args[0] = Int64GetDatum(outbox_arg_position(fcinfo, 0, "after_id"));
 	args[1] = Int32GetDatum(outbox_arg_count(fcinfo, 1, "max_count"));
@@ -116,7 +116,7 @@ outbox_consume_once(PG_FUNCTION_ARGS)
 	char	   *consumer = outbox_arg_name(fcinfo, 0, "consumer");
 	char	   *message_id = outbox_arg_name(fcinfo, 1, "message_id");
 	Datum		args[2] = {CStringGetTextDatum(consumer), CStringGetTextDatum(message_id)};
-	OutboxSpi	spi;
+	OutboxSpi	spi = OUTBOX_SPI_INIT;
 	bool		first;
 
 	outbox_spi_begin(&spi);

@@ -23,7 +23,8 @@
 #include "outbox.h"
 
 /*
- * Connect to SPI, pin the search_path and become the extension owner.
+ * Connect to SPI, pin the search_path and become the extension owner; does
+ * nothing if ctx is already connected, so hot paths can connect lazily.
  * Whatever happens before outbox_spi_end, (sub)transaction abort restores
  * the user, the search_path and SPI.
  */
@@ -32,6 +33,9 @@ outbox_spi_begin(OutboxSpi *ctx)
 {
 	Oid			owner = outbox_owner_oid();
 
+	if (ctx->connected)
+		return;
+	ctx->connected = true;
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	compat_push_catalog_search_path();
@@ -40,9 +44,13 @@ outbox_spi_begin(OutboxSpi *ctx)
 						   ctx->saved_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 }
 
+/* Undo outbox_spi_begin, if it connected. */
 void
 outbox_spi_end(OutboxSpi *ctx)
 {
+	if (!ctx->connected)
+		return;
+	ctx->connected = false;
 	SetUserIdAndSecContext(ctx->saved_userid, ctx->saved_sec_context);
 	compat_pop_search_path();
 	if (SPI_finish() != SPI_OK_FINISH)
