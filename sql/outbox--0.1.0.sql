@@ -43,7 +43,7 @@ COMMENT ON SEQUENCE outbox._events_position_seq IS
 
 CREATE TABLE outbox._events (
     position   bigint PRIMARY KEY,
-    stream     text NOT NULL,
+    stream     text COLLATE "C" NOT NULL,
     version    bigint NOT NULL,
     type       text NOT NULL,
     data       jsonb NOT NULL,
@@ -55,6 +55,8 @@ CREATE TABLE outbox._events (
 );
 COMMENT ON TABLE outbox._events IS
     'private: the event log, append-only (a trigger rejects UPDATE, DELETE and TRUNCATE); a stream''s version is its highest event version';
+COMMENT ON COLUMN outbox._events.stream IS
+    'stream names are identifiers: compared byte by byte (COLLATE "C"), which also keeps index probes cheap';
 COMMENT ON COLUMN outbox._events.xmark IS
     'private: next transaction id read just after the position was taken; any transaction with a larger xid took a larger position, which is what makes outbox.read_all gap-free';
 ALTER SEQUENCE outbox._events_position_seq OWNED BY outbox._events.position;
@@ -83,8 +85,8 @@ COMMENT ON SEQUENCE outbox._messages_id_seq IS 'private: message ids';
 
 CREATE TABLE outbox._messages (
     id         bigint PRIMARY KEY,
-    topic      text NOT NULL,
-    key        text,
+    topic      text COLLATE "C" NOT NULL,
+    key        text COLLATE "C",
     payload    jsonb NOT NULL,
     headers    jsonb NOT NULL,
     created_at timestamptz NOT NULL,
@@ -100,8 +102,8 @@ CREATE VIEW outbox.messages AS
 COMMENT ON VIEW outbox.messages IS 'messages published with outbox.publish';
 
 CREATE TABLE outbox._inbox (
-    consumer    text NOT NULL,
-    message_id  text NOT NULL,
+    consumer    text COLLATE "C" NOT NULL,
+    message_id  text COLLATE "C" NOT NULL,
     consumed_at timestamptz NOT NULL,
     PRIMARY KEY (consumer, message_id)
 );
