@@ -85,3 +85,12 @@ SELECT regress.try($$SELECT outbox.consume_once('c', '')$$);
 -- delete_stream needs a reason
 SELECT regress.try($$SELECT outbox.delete_stream('bad', NULL)$$);
 SELECT regress.try($$SELECT outbox.delete_stream('bad', '')$$);
+
+-- writers refuse read-only transactions with 25006, before touching anything
+BEGIN READ ONLY;
+SELECT regress.try($$SELECT outbox.publish('t', '{}')$$) AS publish_read_only;
+SELECT regress.try($$SELECT outbox.append('ro', '{"type": "A"}')$$) AS append_read_only;
+SELECT regress.try($$SELECT outbox.lock_stream('ro')$$) AS lock_read_only;
+SELECT regress.try($$SELECT outbox.consume_once('c', 'ro')$$) AS consume_read_only;
+SELECT regress.try($$SELECT outbox.stream_etag('ro')$$) AS stream_etag_is_a_read;
+COMMIT;

@@ -37,6 +37,13 @@ GRANT USAGE ON SCHEMA outbox TO outbox_reader, outbox_writer, outbox_admin;
  * Event store
  * ------------------------------------------------------------------------ */
 
+CREATE TABLE outbox._streams (
+    stream  text COLLATE "C" PRIMARY KEY,
+    version bigint NOT NULL
+) WITH (fillfactor = 50);
+COMMENT ON TABLE outbox._streams IS
+    'private: one head row per stream; its version is the optimistic-concurrency token and its row lock serialises appends to that stream';
+
 CREATE SEQUENCE outbox._events_position_seq AS bigint;
 COMMENT ON SEQUENCE outbox._events_position_seq IS
     'private: global positions of events, taken while the stream is locked';
@@ -54,7 +61,7 @@ CREATE TABLE outbox._events (
     UNIQUE (stream, version)
 );
 COMMENT ON TABLE outbox._events IS
-    'private: the event log, append-only (a trigger rejects UPDATE, DELETE and TRUNCATE); a stream''s version is its highest event version';
+    'private: the event log, append-only (a trigger rejects UPDATE, DELETE and TRUNCATE)';
 COMMENT ON COLUMN outbox._events.stream IS
     'stream names are identifiers: compared byte by byte (COLLATE "C"), which also keeps index probes cheap';
 COMMENT ON COLUMN outbox._events.xmark IS
@@ -110,6 +117,7 @@ CREATE TABLE outbox._inbox (
 COMMENT ON TABLE outbox._inbox IS 'private: message ids each consumer has seen (outbox.consume_once)';
 
 /* Keep the data in pg_dump: these tables are the product, not configuration. */
+SELECT pg_catalog.pg_extension_config_dump('outbox._streams', '');
 SELECT pg_catalog.pg_extension_config_dump('outbox._events', '');
 SELECT pg_catalog.pg_extension_config_dump('outbox._events_position_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('outbox.stream_deletions', '');

@@ -3,16 +3,16 @@
  *		Streams of immutable events: append with ETag-checked optimistic
  *		concurrency, lock_stream, readers, and the append-only guard.
  *
- * A stream has no row of its own: its version is the highest version among
- * its events, read from the (stream, version) unique index.  Appends to one
- * stream are serialised by a transaction-scoped heavyweight lock on a 64-bit
- * hash of the stream name (in the advisory lock space, with a field4 no SQL
- * advisory-lock function uses, so user locks never collide with it; it shows
- * in pg_locks as an advisory lock with objsubid 20290).  Under that lock the
- * append reads the version, checks the expected ETag, takes positions and
- * inserts: a failed check takes no position, versions are 1, 2, 3... under
- * any concurrency, and a stream's positions grow with its versions.  Appends
- * to different streams never wait for each other.
+ * A stream's head row in outbox._streams holds its version.  An append locks
+ * that row (UPDATE's semantics, see rows.c), checks the expected version,
+ * and bumps it; only then are positions taken, so a failed check takes no
+ * position.  The row lock serialises appends to that stream, and only that
+ * stream: versions are 1, 2, 3... under any concurrency, a stream's
+ * positions grow with its versions, and appends to different streams never
+ * wait for each other.  Row locks live in the tuples, not in the shared lock
+ * table, so one transaction may append to any number of streams (a design
+ * with one heavyweight lock per stream ran out of shared memory on a bulk
+ * load of 10,000 streams).
  *
  * Every function here runs in the caller's transaction.
  *-------------------------------------------------------------------------
@@ -24,11 +24,9 @@
 #include "access/xact.h"
 #include "commands/sequence.h"
 #include "commands/trigger.h"
-#include "common/hashfn.h"
 #include "executor/tuptable.h"
 #include "funcapi.h"
 #include "miscadmin.h"
-#include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/snapmgr.h"
@@ -46,13 +44,10 @@ PG_FUNCTION_INFO_V1(outbox_read_all);
 PG_FUNCTION_INFO_V1(outbox_delete_stream);
 PG_FUNCTION_INFO_V1(outbox_forbid_change);
 
-/* locktag_field4 of stream locks ("OB"); SQL advisory locks use 1 and 2 */
-#define ES_LOCKTAG_STREAM	0x4f42
-#define ES_LOCK_SEED		UINT64CONST(0x6f7574626f78)
-
-/* columns of outbox._events, in table order */
+/* columns of outbox._events and outbox._streams, in table order */
 #define ES_EVENT_COLS		9
-#define ES_COL_VERSION		3
+#define ES_STREAM_COLS		2
+#define ES_COL_HEAD_VERSION	2
 
 typedef enum Expectation
 {
@@ -61,6 +56,11 @@ typedef enum Expectation
 	EXPECT_VERSION				/* an ETag: the stream must be at this version */
 } Expectation;
 
+static OutboxPlan plan_create_head = {
+	"INSERT INTO outbox._streams (stream, version) VALUES ($1, 0)"
+	" ON CONFLICT (stream) DO NOTHING",
+	1, {TEXTOID}
+};
 static OutboxPlan plan_find_ids = {
 	"SELECT e.stream, e.version FROM unnest($1) WITH ORDINALITY AS u(id, ord)"
 	" JOIN outbox._events e ON e.event_id = u.id ORDER BY u.ord",
@@ -80,6 +80,10 @@ static OutboxPlan plan_delete_events = {
 	"DELETE FROM outbox._events WHERE stream = $1",
 	1, {TEXTOID}
 };
+static OutboxPlan plan_delete_head = {
+	"DELETE FROM outbox._streams WHERE stream = $1",
+	1, {TEXTOID}
+};
 static OutboxPlan plan_audit_delete = {
 	"INSERT INTO outbox.stream_deletions"
 	" (stream_sha256, events_deleted, deleted_by, deleted_at, reason)"
@@ -92,37 +96,24 @@ static bool es_deleting = false;
 
 /* ---- the stream head ---- */
 
-/* Lock the stream until the transaction ends; waits for a concurrent appender. */
-static void
-es_lock_stream(const char *stream)
-{
-	uint64		h = hash_bytes_extended((const unsigned char *) stream,
-										strlen(stream), ES_LOCK_SEED);
-	LOCKTAG		tag;
-
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (h >> 32), (uint32) h,
-						 ES_LOCKTAG_STREAM);
-	(void) LockAcquire(&tag, ExclusiveLock, false, false);
-}
-
 /*
- * Version of a stream as snap sees it: its highest event version, 0 when it
- * has none.  One backward probe of the (stream, version) index.
+ * Version of a stream's head as snap sees it: 0 when it has no events.  A
+ * direct probe of the primary key: stream_etag is on every optimistic
+ * append's path, and SPI would cost it a whole executor start.
  */
 static int64
 es_head_version(const char *stream, Snapshot snap)
 {
-	Relation	rel = table_open(outbox_relid("_events"), AccessShareLock);
+	Relation	rel = table_open(outbox_relid("_streams"), AccessShareLock);
 	TupleTableSlot *slot = table_slot_create(rel, NULL);
 	int64		version = 0;
 
-	if (rows_fetch_by_key(rel, outbox_relid("_events_stream_version_key"),
-						  CStringGetTextDatum(stream), F_TEXTEQ, snap,
-						  BackwardScanDirection, slot))
+	if (rows_fetch_by_key(rel, outbox_relid("_streams_pkey"), CStringGetTextDatum(stream),
+						  F_TEXTEQ, snap, slot))
 	{
 		bool		isnull;
 
-		version = DatumGetInt64(slot_getattr(slot, ES_COL_VERSION, &isnull));
+		version = DatumGetInt64(slot_getattr(slot, ES_COL_HEAD_VERSION, &isnull));
 	}
 	ExecDropSingleTupleTableSlot(slot);
 	table_close(rel, NoLock);
@@ -130,26 +121,29 @@ es_head_version(const char *stream, Snapshot snap)
 }
 
 /*
- * Lock the stream and read its version as of now.  In READ COMMITTED the
- * latest snapshot sees every append that committed before we got the lock.
- * Under REPEATABLE READ or SERIALIZABLE, appending on top of a version the
- * transaction cannot see would be a lost update: 40001, as UPDATE would.
+ * Lock the stream's head row until the transaction ends, creating it (at
+ * version 0) for a new stream, and return its version.  heads stays open so
+ * that the caller can update the locked row.
  */
 static int64
-es_lock_head(const char *stream)
+es_lock_head(OutboxSpi *spi, OutboxRows *heads, const char *stream)
 {
-	int64		version;
+	Datum		key = CStringGetTextDatum(stream);
+	bool		isnull;
 
-	es_lock_stream(stream);
-	CommandCounterIncrement();	/* see our own earlier appends, too */
-	version = es_head_version(stream, GetLatestSnapshot());
-	if (IsolationUsesXactSnapshot() &&
-		es_head_version(stream, GetTransactionSnapshot()) != version)
-		ereport(ERROR,
-				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-				 errmsg("could not serialize access due to concurrent append to stream \"%s\"", stream),
-				 errhint("Retry the transaction.")));
-	return version;
+	rows_open(heads, outbox_relid("_streams"));
+	if (!rows_lock_by_key(heads, outbox_relid("_streams_pkey"), key, F_TEXTEQ))
+	{
+		/* a new stream; a concurrent creator makes this wait, then do nothing */
+		outbox_spi_begin(spi);
+		outbox_spi_run(&plan_create_head, &key, NULL, false, 0, SPI_OK_INSERT);
+		if (!rows_lock_by_key(heads, outbox_relid("_streams_pkey"), key, F_TEXTEQ))
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("could not lock stream \"%s\" because of a concurrent change", stream),
+					 errhint("Retry the transaction.")));
+	}
+	return DatumGetInt64(slot_getattr(heads->slot, ES_COL_HEAD_VERSION, &isnull));
 }
 
 /*
@@ -269,7 +263,9 @@ outbox_append(PG_FUNCTION_ARGS)
 	int			n;
 	int64		head;
 	OutboxSpi	spi = OUTBOX_SPI_INIT;
+	OutboxRows	heads;
 
+	outbox_check_writable("outbox.append()");
 	n = es_parse_events(events, &evs, &all_have_ids);
 	if (expected_etag && strcmp(expected_etag, "*") == 0)
 		expect = EXPECT_EXISTS;
@@ -279,7 +275,7 @@ outbox_append(PG_FUNCTION_ARGS)
 		expected = etag_version(stream, expected_etag);
 	}
 
-	head = es_lock_head(stream);
+	head = es_lock_head(&spi, &heads, stream);
 
 	/* without a version to check, a repeat is recognised by its ids alone */
 	if (all_have_ids && expect != EXPECT_VERSION)
@@ -288,6 +284,7 @@ outbox_append(PG_FUNCTION_ARGS)
 
 		if (replayed >= 0)
 		{
+			rows_close(&heads);
 			outbox_spi_end(&spi);
 			PG_RETURN_TEXT_P(etag_make(stream, replayed));
 		}
@@ -302,10 +299,18 @@ outbox_append(PG_FUNCTION_ARGS)
 			replayed = es_replayed_version(&spi, stream, evs, n, expected);
 		if (replayed < 0)
 			es_conflict(stream, expect, expected_etag, head);
+		rows_close(&heads);
 		outbox_spi_end(&spi);
 		PG_RETURN_TEXT_P(etag_make(stream, replayed));
 	}
 
+	{
+		Datum		row[ES_STREAM_COLS] = {CStringGetTextDatum(stream), Int64GetDatum(head + n)};
+		bool		nulls[ES_STREAM_COLS] = {false, false};
+
+		rows_update(&heads, row, nulls, ES_STREAM_COLS);
+		rows_close(&heads);
+	}
 	es_insert_events(stream, evs, n, head);
 	outbox_spi_end(&spi);
 	PG_RETURN_TEXT_P(etag_make(stream, head + n));
@@ -330,8 +335,15 @@ Datum
 outbox_lock_stream(PG_FUNCTION_ARGS)
 {
 	char	   *stream = outbox_arg_name(fcinfo, 0, "stream");
+	OutboxSpi	spi = OUTBOX_SPI_INIT;
+	OutboxRows	heads;
+	int64		version;
 
-	PG_RETURN_TEXT_P(etag_make(stream, es_lock_head(stream)));
+	outbox_check_writable("outbox.lock_stream()");
+	version = es_lock_head(&spi, &heads, stream);
+	rows_close(&heads);
+	outbox_spi_end(&spi);
+	PG_RETURN_TEXT_P(etag_make(stream, version));
 }
 
 /* outbox.read_stream(stream text, after_version bigint, max_count int) */
@@ -377,7 +389,7 @@ outbox_read_all(PG_FUNCTION_ARGS)
  *
  * The one way to remove events: a whole stream, for a data-protection
  * request, recorded in outbox.stream_deletions.  EXECUTE is granted to
- * outbox_admin only.  Locks the stream until the transaction ends.
+ * outbox_admin only.
  */
 Datum
 outbox_delete_stream(PG_FUNCTION_ARGS)
@@ -387,6 +399,7 @@ outbox_delete_stream(PG_FUNCTION_ARGS)
 	Datum		args[4];
 	uint64		deleted;
 
+	outbox_check_writable("outbox.delete_stream()");
 	if (PG_ARGISNULL(1) || VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(1)) == 0)
 		ereport(ERROR,
 				(errcode(PG_ARGISNULL(1) ? ERRCODE_NULL_VALUE_NOT_ALLOWED : ERRCODE_INVALID_PARAMETER_VALUE),
@@ -397,7 +410,6 @@ outbox_delete_stream(PG_FUNCTION_ARGS)
 	args[2] = CStringGetDatum(GetUserNameFromId(GetUserId(), false));
 	args[3] = PointerGetDatum(PG_GETARG_TEXT_PP(1));
 
-	es_lock_stream(stream);
 	outbox_spi_begin(&spi);
 	es_deleting = true;
 	PG_TRY();
@@ -409,6 +421,7 @@ outbox_delete_stream(PG_FUNCTION_ARGS)
 		es_deleting = false;
 	}
 	PG_END_TRY();
+	outbox_spi_run(&plan_delete_head, args, NULL, false, 0, SPI_OK_DELETE);
 	args[1] = Int64GetDatum(deleted);
 	outbox_spi_run(&plan_audit_delete, args, NULL, false, 0, SPI_OK_INSERT);
 	outbox_spi_end(&spi);

@@ -72,14 +72,18 @@ typedef struct OutboxRows
 	Relation	rel;
 	EState	   *estate;
 	ResultRelInfo *rri;
-	TupleTableSlot *slot;
+	TupleTableSlot *slot;		/* the row rows_lock_by_key locked */
+	TupleTableSlot *newslot;
+	EPQState	epq;
 } OutboxRows;
 
 extern void rows_open(OutboxRows *r, Oid relid);
 extern void rows_close(OutboxRows *r);
 extern void rows_insert(OutboxRows *r, Datum *values, bool *nulls, int natts);
+extern void rows_update(OutboxRows *r, Datum *values, bool *nulls, int natts);
 extern bool rows_fetch_by_key(Relation rel, Oid idxid, Datum key, Oid eqproc,
-							  Snapshot snap, ScanDirection dir, TupleTableSlot *slot);
+							  Snapshot snap, TupleTableSlot *slot);
+extern bool rows_lock_by_key(OutboxRows *r, Oid idxid, Datum key, Oid eqproc);
 
 /* eventparse.c: the events argument of outbox.append */
 typedef struct EventInput
@@ -98,6 +102,7 @@ extern char *outbox_arg_name(FunctionCallInfo fcinfo, int argno, const char *wha
 extern Jsonb *outbox_arg_jsonb(FunctionCallInfo fcinfo, int argno, const char *what);
 extern int32 outbox_arg_count(FunctionCallInfo fcinfo, int argno, const char *what);
 extern int64 outbox_arg_position(FunctionCallInfo fcinfo, int argno, const char *what);
+extern void outbox_check_writable(const char *fname);
 extern void outbox_check_name(const char *what, const char *name, int len);
 extern void outbox_check_payload_size(const char *what, Jsonb *value);
 extern void outbox_check_headers(const char *what, Jsonb *headers);

@@ -54,6 +54,7 @@ outbox_publish(PG_FUNCTION_ARGS)
 	OutboxRows	messages;
 	int64		id;
 
+	outbox_check_writable("outbox.publish()");
 	if (strchr(topic, '*') != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -119,6 +120,7 @@ outbox_consume_once(PG_FUNCTION_ARGS)
 	OutboxSpi	spi = OUTBOX_SPI_INIT;
 	bool		first;
 
+	outbox_check_writable("outbox.consume_once()");
 	outbox_spi_begin(&spi);
 	first = outbox_spi_run(&plan_consume, args, NULL, false, 0, SPI_OK_INSERT) == 1;
 	outbox_spi_end(&spi);

@@ -24,6 +24,7 @@
 #include "executor/executor.h"
 #include "nodes/makefuncs.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 
 #include "outbox.h"
 
@@ -44,7 +45,10 @@ rows_open(OutboxRows *r, Oid relid)
 	InitResultRelInfo(r->rri, r->rel, 1, NULL, 0);
 	r->estate->es_output_cid = GetCurrentCommandId(true);
 	ExecOpenIndices(r->rri, false);
+	EvalPlanQualInit(&r->epq, r->estate, NULL, NIL, -1);
 	r->slot = ExecInitExtraTupleSlot(r->estate, RelationGetDescr(r->rel),
+									 &TTSOpsBufferHeapTuple);
+	r->newslot = ExecInitExtraTupleSlot(r->estate, RelationGetDescr(r->rel),
 										&TTSOpsVirtual);
 	AfterTriggerBeginQuery();
 }
@@ -53,6 +57,7 @@ void
 rows_close(OutboxRows *r)
 {
 	AfterTriggerEndQuery(r->estate);
+	EvalPlanQualEnd(&r->epq);
 	ExecCloseIndices(r->rri);
 	ExecResetTupleTable(r->estate->es_tupleTable, false);
 	FreeExecutorState(r->estate);
@@ -67,10 +72,10 @@ rows_fill(OutboxRows *r, Datum *values, bool *nulls, int natts)
 	if (desc->natts != natts)
 		elog(ERROR, "relation %s has %d columns, expected %d",
 			 RelationGetRelationName(r->rel), desc->natts, natts);
-	ExecClearTuple(r->slot);
-	memcpy(r->slot->tts_values, values, sizeof(Datum) * natts);
-	memcpy(r->slot->tts_isnull, nulls, sizeof(bool) * natts);
-	return ExecStoreVirtualTuple(r->slot);
+	ExecClearTuple(r->newslot);
+	memcpy(r->newslot->tts_values, values, sizeof(Datum) * natts);
+	memcpy(r->newslot->tts_isnull, nulls, sizeof(bool) * natts);
+	return ExecStoreVirtualTuple(r->newslot);
 }
 
 void
@@ -79,13 +84,21 @@ rows_insert(OutboxRows *r, Datum *values, bool *nulls, int natts)
 	ExecSimpleRelationInsert(r->rri, r->estate, rows_fill(r, values, nulls, natts));
 }
 
+/* Replace the row rows_lock_by_key locked (in r->slot) with new values. */
+void
+rows_update(OutboxRows *r, Datum *values, bool *nulls, int natts)
+{
+	ExecSimpleRelationUpdate(r->rri, r->estate, &r->epq, r->slot,
+							 rows_fill(r, values, nulls, natts));
+}
+
 /*
- * The first row, in the given direction of index idxid, whose first key
- * column equals key, as snap sees it, into slot.  Returns false if none.
+ * The row whose single-column key index idxid holds key, as snap sees it,
+ * into slot.  Returns false when there is none.
  */
 bool
 rows_fetch_by_key(Relation rel, Oid idxid, Datum key, Oid eqproc,
-				  Snapshot snap, ScanDirection dir, TupleTableSlot *slot)
+				  Snapshot snap, TupleTableSlot *slot)
 {
 	Relation	idx = index_open(idxid, AccessShareLock);
 	IndexScanDesc scan;
@@ -96,8 +109,56 @@ rows_fetch_by_key(Relation rel, Oid idxid, Datum key, Oid eqproc,
 						   idx->rd_indcollation[0], eqproc, key);
 	scan = index_beginscan(rel, idx, snap, 1, 0);
 	index_rescan(scan, &skey, 1, NULL, 0);
-	found = index_getnext_slot(scan, dir, slot);
+	found = index_getnext_slot(scan, ForwardScanDirection, slot);
 	index_endscan(scan);
 	index_close(idx, NoLock);
 	return found;
+}
+
+/*
+ * Lock the row with this key for update, as UPDATE would: in READ COMMITTED
+ * wait for a concurrent writer and lock the newest version; in REPEATABLE
+ * READ or SERIALIZABLE fail with 40001 if it changed since the snapshot.
+ * The locked version is left in r->slot.  Returns false when there is no row.
+ */
+bool
+rows_lock_by_key(OutboxRows *r, Oid idxid, Datum key, Oid eqproc)
+{
+	bool		xact_snapshot = IsolationUsesXactSnapshot();
+
+	/* see the caller's earlier writes in this statement */
+	CommandCounterIncrement();
+	r->estate->es_output_cid = GetCurrentCommandId(true);
+
+	for (;;)
+	{
+		Snapshot	snap = xact_snapshot ? GetTransactionSnapshot() : GetLatestSnapshot();
+		TM_FailureData tmfd;
+		TM_Result	res;
+
+		if (!rows_fetch_by_key(r->rel, idxid, key, eqproc, snap, r->slot))
+			return false;
+		res = table_tuple_lock(r->rel, &r->slot->tts_tid, snap, r->slot,
+							   GetCurrentCommandId(false), LockTupleNoKeyExclusive,
+							   LockWaitBlock,
+							   xact_snapshot ? 0 : TUPLE_LOCK_FLAG_FIND_LAST_VERSION,
+							   &tmfd);
+		switch (res)
+		{
+			case TM_Ok:
+				return true;
+			case TM_Updated:
+			case TM_Deleted:
+				if (xact_snapshot)
+					ereport(ERROR,
+							(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+							 errmsg("could not serialize access due to concurrent update")));
+				/* deleted meanwhile (or moved): look again */
+				continue;
+			case TM_SelfModified:
+			default:
+				elog(ERROR, "unexpected result %d locking a row of %s",
+					 (int) res, RelationGetRelationName(r->rel));
+		}
+	}
 }

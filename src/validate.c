@@ -9,6 +9,7 @@
  */
 #include "postgres.h"
 
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 
@@ -22,6 +23,17 @@ reject_null(const char *what)
 	ereport(ERROR,
 			(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 			 errmsg("%s must not be null", what)));
+}
+
+/*
+ * Writers refuse to run in a read-only transaction or on a standby with
+ * 25006, like any write command, before they touch anything.
+ */
+void
+outbox_check_writable(const char *fname)
+{
+	PreventCommandIfReadOnly(fname);
+	PreventCommandDuringRecovery(fname);
 }
 
 void
