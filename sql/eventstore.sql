@@ -59,8 +59,11 @@ SELECT regress.try($$SELECT outbox.append('orders-9', '[{"type": "Placed", "id":
 SELECT regress.try($$SELECT outbox.append('orders-10', '{"type": "Placed", "id": "00000000-0000-4000-8000-000000000001"}')$$);
 SELECT count(*) AS orders_10_events FROM outbox.events WHERE stream = 'orders-10';
 
--- Generated event ids are version-4 UUIDs; given ids are kept.
-SELECT count(*) FILTER (WHERE event_id::text ~ '^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$') = count(*) AS all_v4
+-- Generated event ids are time-ordered version-7 UUIDs (their first 48 bits are the
+-- creation time in Unix milliseconds); given ids are kept.
+SELECT count(*) FILTER (WHERE event_id::text ~ '^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$') = count(*) AS all_v7,
+       bool_and(abs(extract(epoch FROM created_at) * 1000
+                    - ('x' || replace(left(event_id::text, 13), '-', ''))::bit(48)::bigint) < 1000) AS time_prefix
   FROM outbox.events WHERE stream = 'account-1';
 SELECT event_id FROM outbox.events WHERE stream = 'orders-9' ORDER BY version;
 
