@@ -21,7 +21,7 @@
 
 typedef struct CachedRel
 {
-	const char *name;			/* a string literal of the caller */
+	const char *name;			/* a string literal of the caller's */
 	Oid			relid;
 } CachedRel;
 
@@ -99,7 +99,7 @@ outbox_relid(const char *relname)
 	Oid			relid;
 
 	for (int i = 0; i < nrels; i++)
-		if (rels[i].name == relname)
+		if (strcmp(rels[i].name, relname) == 0)
 			return rels[i].relid;
 
 	relid = get_relname_relid(relname, nsp);

@@ -25,7 +25,6 @@
 #include "commands/sequence.h"
 #include "commands/trigger.h"
 #include "executor/tuptable.h"
-#include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -350,20 +349,12 @@ outbox_lock_stream(PG_FUNCTION_ARGS)
 Datum
 outbox_read_stream(PG_FUNCTION_ARGS)
 {
-	char	   *stream = outbox_arg_name(fcinfo, 0, "stream");
 	Datum		args[3];
-	OutboxSpi	spi = OUTBOX_SPI_INIT;
 
-	args[0] = CStringGetTextDatum(stream);
+	args[0] = CStringGetTextDatum(outbox_arg_name(fcinfo, 0, "stream"));
 	args[1] = Int64GetDatum(outbox_arg_position(fcinfo, 1, "after_version"));
 	args[2] = Int32GetDatum(outbox_arg_count(fcinfo, 2, "max_count"));
-	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
-
-	outbox_spi_begin(&spi);
-	outbox_spi_run(&plan_read_stream, args, NULL, true, 0, SPI_OK_SELECT);
-	outbox_spi_emit(fcinfo, false);
-	outbox_spi_end(&spi);
-	return (Datum) 0;
+	return outbox_spi_read(fcinfo, &plan_read_stream, args, false);
 }
 
 /* outbox.read_all(after_position bigint, max_count int): see gapless.c */
@@ -371,17 +362,10 @@ Datum
 outbox_read_all(PG_FUNCTION_ARGS)
 {
 	Datum		args[2];
-	OutboxSpi	spi = OUTBOX_SPI_INIT;
 
 	args[0] = Int64GetDatum(outbox_arg_position(fcinfo, 0, "after_position"));
 	args[1] = Int32GetDatum(outbox_arg_count(fcinfo, 1, "max_count"));
-	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
-
-	outbox_spi_begin(&spi);
-	outbox_spi_run(&plan_read_all, args, NULL, true, 0, SPI_OK_SELECT);
-	outbox_spi_emit(fcinfo, true);
-	outbox_spi_end(&spi);
-	return (Datum) 0;
+	return outbox_spi_read(fcinfo, &plan_read_all, args, true);
 }
 
 /*

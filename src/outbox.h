@@ -65,6 +65,8 @@ extern uint64 outbox_spi_run(OutboxPlan *plan, Datum *values, const char *nulls,
 extern bool outbox_spi_getbool(int col);
 extern int64 outbox_spi_getint64(int col, bool *isnull);
 extern void outbox_spi_emit(FunctionCallInfo fcinfo, bool gapless);
+extern Datum outbox_spi_read(FunctionCallInfo fcinfo, OutboxPlan *plan, Datum *args,
+							 bool gapless);
 
 /* rows.c: direct row access, in the caller's transaction */
 typedef struct OutboxRows

@@ -12,7 +12,6 @@
 
 #include "access/xact.h"
 #include "commands/sequence.h"
-#include "funcapi.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 #include "utils/xid8.h"
@@ -92,17 +91,10 @@ Datum
 outbox_read_messages(PG_FUNCTION_ARGS)
 {
 	Datum		args[2];
-	OutboxSpi	spi = OUTBOX_SPI_INIT;
 
 	args[0] = Int64GetDatum(outbox_arg_position(fcinfo, 0, "after_id"));
 	args[1] = Int32GetDatum(outbox_arg_count(fcinfo, 1, "max_count"));
-	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
-
-	outbox_spi_begin(&spi);
-	outbox_spi_run(&plan_read_messages, args, NULL, true, 0, SPI_OK_SELECT);
-	outbox_spi_emit(fcinfo, true);
-	outbox_spi_end(&spi);
-	return (Datum) 0;
+	return outbox_spi_read(fcinfo, &plan_read_messages, args, true);
 }
 
 /*

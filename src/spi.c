@@ -114,6 +114,24 @@ outbox_spi_getbool(int col)
 }
 
 /*
+ * The body of every reader: run a read-only plan as the extension owner and
+ * return its rows as the set-returning function's result (see
+ * outbox_spi_emit for gapless).
+ */
+Datum
+outbox_spi_read(FunctionCallInfo fcinfo, OutboxPlan *plan, Datum *args, bool gapless)
+{
+	OutboxSpi	spi = OUTBOX_SPI_INIT;
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	outbox_spi_begin(&spi);
+	outbox_spi_run(plan, args, NULL, true, 0, SPI_OK_SELECT);
+	outbox_spi_emit(fcinfo, gapless);
+	outbox_spi_end(&spi);
+	return (Datum) 0;
+}
+
+/*
  * Copy the rows of the last SPI query into the set-returning function's
  * tuplestore.  With gapless, the query's last column is the row's xmark:
  * copying stops at the first row a still-running transaction could precede

@@ -21,18 +21,19 @@ SELECT position, version, type, data FROM outbox.read_stream('account-42');
 
 \echo
 \echo '== 3. A writer holding a stale ETag is refused: SQLSTATE OB001, nothing written'
-SELECT set_config('demo.stale_etag', :'etag1', false) IS NOT NULL AS remembered \gset
-DO $$
+CREATE FUNCTION pg_temp.append_or_conflict(stream text, events jsonb, etag text) RETURNS text
+LANGUAGE plpgsql AS $$
 DECLARE
     detail text;
 BEGIN
-    PERFORM outbox.append('account-42', '{"type": "Withdrawn", "data": {"amount": 500}}',
-                          current_setting('demo.stale_etag'));
+    RETURN 'appended, new ETag ' || outbox.append(stream, events, etag);
 EXCEPTION WHEN SQLSTATE 'OB001' THEN
     GET STACKED DIAGNOSTICS detail = PG_EXCEPTION_DETAIL;
-    RAISE NOTICE 'conflict caught (%): %. %', SQLSTATE, SQLERRM, detail;
+    RETURN format('conflict caught (%s): %s. %s', SQLSTATE, SQLERRM, detail);
 END
 $$;
+SELECT pg_temp.append_or_conflict('account-42', '{"type": "Withdrawn", "data": {"amount": 500}}', :'etag1')
+       AS "a writer that read the stream at version 1";
 SELECT count(*) AS "events in account-42 (still 3)" FROM outbox.events WHERE stream = 'account-42';
 \echo 'The same append with the current ETag goes through:'
 SELECT outbox.append('account-42', '{"type": "Withdrawn", "data": {"amount": 20}}', :'etag2') AS etag3;
