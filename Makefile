@@ -5,9 +5,11 @@
 EXTENSION   = outbox
 MODULE_big  = outbox
 OBJS        = src/outbox.o src/catalog.o src/spi.o src/validate.o src/etag.o \
-              src/gapless.o src/rows.o src/eventparse.o src/eventstore.o src/publish.o
+              src/gapless.o src/rows.o src/eventparse.o src/eventstore.o src/publish.o \
+              src/http.o src/shmem.o src/launcher.o src/relay.o
 DATA        = sql/outbox--0.1.0.sql
 PG_CPPFLAGS = -I$(srcdir)/src
+SHLIB_LINK  = -lcurl
 PG_CFLAGS   = -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
               -Wno-missing-field-initializers $(OUTBOX_WERROR)
 

@@ -126,6 +126,339 @@ SELECT pg_catalog.pg_extension_config_dump('outbox._messages_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('outbox._inbox', '');
 
 /* ------------------------------------------------------------------------
+ * Webhook endpoints and delivery state
+ *
+ * An endpoint's progress is a cursor over the gap-free message log: every
+ * message with id <= cursor_id is delivered, waiting to be retried, or dead
+ * (done_ahead lists ids beyond the cursor already delivered).  Only messages
+ * that left the main flow (retries, dead letters) have a row of their own in
+ * outbox._deliveries: a successful delivery writes nothing per message.
+ * ------------------------------------------------------------------------ */
+
+CREATE TABLE outbox._endpoints (
+    id         int GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name       text COLLATE "C" NOT NULL UNIQUE,
+    url        text NOT NULL,
+    topics     text[] NOT NULL,
+    secret     text,
+    headers    jsonb NOT NULL,
+    options    jsonb NOT NULL,
+    paused     boolean NOT NULL DEFAULT false,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    cursor_id  bigint NOT NULL,
+    done_ahead bigint[] NOT NULL DEFAULT '{}'
+);
+COMMENT ON TABLE outbox._endpoints IS
+    'private: webhook endpoints; secret is write-only (no view shows it); cursor_id and done_ahead are the relay''s progress';
+
+CREATE TABLE outbox._deliveries (
+    endpoint_id     int NOT NULL REFERENCES outbox._endpoints ON DELETE CASCADE,
+    message_id      bigint NOT NULL,
+    state           text NOT NULL CHECK (state IN ('retry', 'dead')),
+    attempts        int NOT NULL,
+    next_attempt_at timestamptz,
+    last_status     int,
+    last_error      text,
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (endpoint_id, message_id)
+);
+COMMENT ON TABLE outbox._deliveries IS
+    'private: deliveries that left the main flow: waiting for a retry (or for an earlier message with the same key), or dead-lettered';
+
+SELECT pg_catalog.pg_extension_config_dump('outbox._endpoints', '');
+SELECT pg_catalog.pg_extension_config_dump('outbox._endpoints_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('outbox._deliveries', '');
+
+CREATE VIEW outbox.endpoints AS
+    SELECT name, url, topics, headers, options, paused, created_at,
+           secret IS NOT NULL AS has_secret
+      FROM outbox._endpoints;
+COMMENT ON VIEW outbox.endpoints IS 'configured webhook endpoints (secrets are never shown)';
+
+CREATE VIEW outbox.dead_letters AS
+    SELECT d.message_id, e.name AS endpoint, d.attempts, d.last_status, d.last_error,
+           d.updated_at AS dead_at, m.topic, m.key, m.payload
+      FROM outbox._deliveries d
+      JOIN outbox._endpoints e ON e.id = d.endpoint_id
+      LEFT JOIN outbox._messages m ON m.id = d.message_id
+     WHERE d.state = 'dead';
+COMMENT ON VIEW outbox.dead_letters IS 'deliveries that gave up; outbox.redeliver() re-queues them';
+
+CREATE FUNCTION outbox._check_url(url text) RETURNS text
+    AS 'MODULE_PATHNAME', 'outbox_check_url' LANGUAGE C STRICT IMMUTABLE;
+COMMENT ON FUNCTION outbox._check_url(text) IS
+    'private: an absolute http(s) URL as libcurl parses it, or 22023';
+
+CREATE FUNCTION outbox._notify_relay() RETURNS void
+    AS 'MODULE_PATHNAME', 'outbox_notify_relay' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION outbox._notify_relay() IS
+    'private: wake this database''s relay when the transaction commits (endpoint changes, CREATE EXTENSION)';
+
+CREATE FUNCTION outbox._check_topics(topics text[]) RETURNS text[]
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p text;
+BEGIN
+    IF topics IS NULL THEN
+        RAISE EXCEPTION 'topics must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF cardinality(topics) = 0 THEN
+        RAISE EXCEPTION 'topics must not be empty' USING ERRCODE = '22023',
+            HINT = 'Use ''{*}'' for every topic.';
+    END IF;
+    FOREACH p IN ARRAY topics LOOP
+        IF p IS NULL THEN
+            RAISE EXCEPTION 'topic patterns must not be null' USING ERRCODE = '22004';
+        ELSIF p = '' THEN
+            RAISE EXCEPTION 'topic patterns must not be empty' USING ERRCODE = '22023';
+        ELSIF octet_length(p) > 255 THEN
+            RAISE EXCEPTION 'topic pattern is too long' USING ERRCODE = '22001',
+                DETAIL = format('It is %s bytes long; the limit is 255 bytes.', octet_length(p));
+        ELSIF strpos(rtrim(p, '*'), '*') > 0 OR p LIKE '%**' THEN
+            RAISE EXCEPTION 'invalid topic pattern "%"', p USING ERRCODE = '22023',
+                DETAIL = 'A pattern is an exact topic, "*", or a prefix ending in "*" such as "orders.*".';
+        END IF;
+    END LOOP;
+    RETURN topics;
+END
+$$;
+COMMENT ON FUNCTION outbox._check_topics(text[]) IS 'private: validates topic patterns (22004, 22023, 22001)';
+
+CREATE FUNCTION outbox._check_secret(secret text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s text;
+    n int := 0;
+BEGIN
+    IF secret IS NULL THEN
+        RETURN NULL;
+    END IF;
+    FOREACH s IN ARRAY regexp_split_to_array(btrim(secret), '\s+') LOOP
+        n := n + 1;
+        IF s LIKE 'whsec\_%' THEN
+            BEGIN
+                IF length(decode(substr(s, 7), 'base64')) < 16 THEN
+                    RAISE EXCEPTION 'endpoint secret is too short' USING ERRCODE = '22023',
+                        HINT = 'Use at least 16 random bytes.';
+                END IF;
+            EXCEPTION WHEN invalid_parameter_value THEN
+                RAISE EXCEPTION 'endpoint secret "whsec_..." is not valid base64' USING ERRCODE = '22023';
+            END;
+        ELSIF octet_length(s) < 16 THEN
+            RAISE EXCEPTION 'endpoint secret is too short' USING ERRCODE = '22023',
+                HINT = 'Use at least 16 random bytes, e.g. ''whsec_'' || encode(gen_random_bytes(24), ''base64'').';
+        END IF;
+    END LOOP;
+    IF n = 0 OR btrim(secret) = '' THEN
+        RAISE EXCEPTION 'endpoint secret must not be empty' USING ERRCODE = '22023',
+            HINT = 'Pass NULL for an endpoint without signatures.';
+    ELSIF n > 3 THEN
+        RAISE EXCEPTION 'at most 3 secrets may be active at once' USING ERRCODE = '22023',
+            HINT = 'Give the new secret and the one being rotated out, separated by a space.';
+    END IF;
+    RETURN btrim(secret);
+END
+$$;
+COMMENT ON FUNCTION outbox._check_secret(text) IS
+    'private: one to three space-separated secrets, each "whsec_<base64>" or raw, of at least 16 bytes';
+
+CREATE FUNCTION outbox._endpoint_options(given jsonb, base jsonb DEFAULT NULL) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    defaults constant jsonb := '{"max_attempts": 12, "backoff_base_ms": 500, "backoff_max_ms": 600000,
+        "timeout_ms": 10000, "max_in_flight": 16, "rate_limit_per_sec": 0, "batch_size": 1, "ordered": true}';
+    limits constant jsonb := '{"max_attempts": [1, 1000], "backoff_base_ms": [1, 86400000],
+        "backoff_max_ms": [1, 604800000], "timeout_ms": [100, 300000], "max_in_flight": [1, 1000],
+        "rate_limit_per_sec": [0, 1000000], "batch_size": [1, 1000]}';
+    result jsonb := coalesce(base, defaults);
+    k text;
+    v jsonb;
+BEGIN
+    IF given IS NULL THEN
+        RAISE EXCEPTION 'options must not be null' USING ERRCODE = '22004';
+    ELSIF jsonb_typeof(given) <> 'object' THEN
+        RAISE EXCEPTION 'options must be a JSON object' USING ERRCODE = '22023';
+    END IF;
+    FOR k, v IN SELECT * FROM jsonb_each(given) LOOP
+        IF NOT defaults ? k THEN
+            RAISE EXCEPTION 'unknown endpoint option "%"', k USING ERRCODE = '22023',
+                HINT = 'Options: ' || (SELECT string_agg(o, ', ' ORDER BY o) FROM jsonb_object_keys(defaults) o) || '.';
+        ELSIF k = 'ordered' AND jsonb_typeof(v) <> 'boolean' THEN
+            RAISE EXCEPTION 'option "ordered" must be true or false' USING ERRCODE = '22023';
+        ELSIF k <> 'ordered' AND (jsonb_typeof(v) <> 'number'
+                OR v::numeric <> trunc(v::numeric)
+                OR v::numeric < (limits -> k ->> 0)::numeric
+                OR v::numeric > (limits -> k ->> 1)::numeric) THEN
+            RAISE EXCEPTION 'option "%" must be an integer from % to %', k, limits -> k ->> 0, limits -> k ->> 1
+                USING ERRCODE = '22023';
+        END IF;
+        result := jsonb_set(result, ARRAY[k], v);
+    END LOOP;
+    IF (result ->> 'backoff_base_ms')::bigint > (result ->> 'backoff_max_ms')::bigint THEN
+        RAISE EXCEPTION 'option "backoff_base_ms" must not exceed "backoff_max_ms"' USING ERRCODE = '22023';
+    END IF;
+    RETURN result;
+END
+$$;
+COMMENT ON FUNCTION outbox._endpoint_options(jsonb, jsonb) IS
+    'private: validates endpoint options and fills in the defaults';
+
+CREATE FUNCTION outbox._endpoint_id(endpoint text) RETURNS int
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    result int;
+BEGIN
+    IF endpoint IS NULL THEN
+        RAISE EXCEPTION 'endpoint name must not be null' USING ERRCODE = '22004';
+    END IF;
+    SELECT id INTO result FROM outbox._endpoints WHERE name = endpoint;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'endpoint "%" does not exist', endpoint USING ERRCODE = '42704';
+    END IF;
+    RETURN result;
+END
+$$;
+COMMENT ON FUNCTION outbox._endpoint_id(text) IS 'private: an endpoint''s id, or 42704';
+
+CREATE FUNCTION outbox.create_endpoint(name text, url text, topics text[] DEFAULT '{*}',
+                                       secret text DEFAULT NULL, headers jsonb DEFAULT '{}',
+                                       options jsonb DEFAULT '{}')
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'endpoint name must not be null' USING ERRCODE = '22004';
+    ELSIF name = '' OR octet_length(name) > 255 THEN
+        RAISE EXCEPTION 'endpoint name must be 1 to 255 bytes long' USING ERRCODE = '22023';
+    ELSIF url IS NULL THEN
+        RAISE EXCEPTION 'url must not be null' USING ERRCODE = '22004';
+    ELSIF headers IS NULL THEN
+        RAISE EXCEPTION 'headers must not be null' USING ERRCODE = '22004';
+    ELSIF EXISTS (SELECT FROM outbox._endpoints e WHERE e.name = create_endpoint.name) THEN
+        RAISE EXCEPTION 'endpoint "%" already exists', name USING ERRCODE = '42710',
+            HINT = 'Use outbox.alter_endpoint() to change it.';
+    END IF;
+    PERFORM outbox._check_headers(headers);
+    -- messages whose id is above the sequence's current value are the ones
+    -- published after the endpoint was created
+    INSERT INTO outbox._endpoints (name, url, topics, secret, headers, options, cursor_id)
+    SELECT create_endpoint.name, outbox._check_url(url), outbox._check_topics(topics),
+           outbox._check_secret(secret), headers, outbox._endpoint_options(options),
+           CASE WHEN s.is_called THEN s.last_value ELSE 0 END
+      FROM outbox._messages_id_seq s;
+    PERFORM outbox._notify_relay();
+END
+$$;
+COMMENT ON FUNCTION outbox.create_endpoint(text, text, text[], text, jsonb, jsonb) IS
+    'configure a webhook endpoint: it receives every message published from now on whose topic matches';
+
+CREATE FUNCTION outbox.alter_endpoint(name text, changes jsonb) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    eid int := outbox._endpoint_id(name);
+    k text;
+BEGIN
+    IF changes IS NULL THEN
+        RAISE EXCEPTION 'changes must not be null' USING ERRCODE = '22004';
+    ELSIF jsonb_typeof(changes) <> 'object' THEN
+        RAISE EXCEPTION 'changes must be a JSON object' USING ERRCODE = '22023';
+    END IF;
+    FOR k IN SELECT jsonb_object_keys(changes) LOOP
+        IF k NOT IN ('url', 'topics', 'secret', 'headers', 'options') THEN
+            RAISE EXCEPTION 'unknown endpoint setting "%"', k USING ERRCODE = '22023',
+                HINT = 'Settings: url, topics, secret, headers, options.';
+        END IF;
+    END LOOP;
+    IF changes ? 'url' THEN
+        IF jsonb_typeof(changes -> 'url') <> 'string' THEN
+            RAISE EXCEPTION '"url" must be a string' USING ERRCODE = '22023';
+        END IF;
+        UPDATE outbox._endpoints SET url = outbox._check_url(changes ->> 'url') WHERE id = eid;
+    END IF;
+    IF changes ? 'topics' THEN
+        IF jsonb_typeof(changes -> 'topics') <> 'array' THEN
+            RAISE EXCEPTION '"topics" must be an array of strings' USING ERRCODE = '22023';
+        END IF;
+        UPDATE outbox._endpoints
+           SET topics = outbox._check_topics(ARRAY(SELECT jsonb_array_elements_text(changes -> 'topics')))
+         WHERE id = eid;
+    END IF;
+    IF changes ? 'secret' THEN
+        IF jsonb_typeof(changes -> 'secret') NOT IN ('string', 'null') THEN
+            RAISE EXCEPTION '"secret" must be a string or null' USING ERRCODE = '22023';
+        END IF;
+        UPDATE outbox._endpoints SET secret = outbox._check_secret(changes ->> 'secret') WHERE id = eid;
+    END IF;
+    IF changes ? 'headers' THEN
+        PERFORM outbox._check_headers(changes -> 'headers');
+        UPDATE outbox._endpoints SET headers = changes -> 'headers' WHERE id = eid;
+    END IF;
+    IF changes ? 'options' THEN
+        UPDATE outbox._endpoints e
+           SET options = outbox._endpoint_options(changes -> 'options', e.options)
+         WHERE id = eid;
+    END IF;
+    PERFORM outbox._notify_relay();
+END
+$$;
+COMMENT ON FUNCTION outbox.alter_endpoint(text, jsonb) IS
+    'change any of an endpoint''s url, topics, secret, headers, options (options are merged)';
+
+CREATE FUNCTION outbox.drop_endpoint(name text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM outbox._endpoints WHERE id = outbox._endpoint_id(name);
+    PERFORM outbox._notify_relay();
+END
+$$;
+COMMENT ON FUNCTION outbox.drop_endpoint(text) IS 'remove an endpoint, its retries and its dead letters';
+
+CREATE FUNCTION outbox._set_paused(name text, paused boolean) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    UPDATE outbox._endpoints SET paused = _set_paused.paused WHERE id = outbox._endpoint_id(name);
+    PERFORM outbox._notify_relay();
+END
+$$;
+COMMENT ON FUNCTION outbox._set_paused(text, boolean) IS 'private: pause_endpoint and resume_endpoint';
+
+CREATE FUNCTION outbox.pause_endpoint(name text) RETURNS void
+    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT outbox._set_paused(name, true) $$;
+COMMENT ON FUNCTION outbox.pause_endpoint(text) IS 'stop sending to an endpoint; messages wait';
+
+CREATE FUNCTION outbox.resume_endpoint(name text) RETURNS void
+    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT outbox._set_paused(name, false) $$;
+COMMENT ON FUNCTION outbox.resume_endpoint(text) IS 'resume sending to a paused endpoint';
+
+CREATE FUNCTION outbox.redeliver(message_id bigint, endpoint text DEFAULT NULL) RETURNS int
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    eid int := CASE WHEN endpoint IS NULL THEN NULL ELSE outbox._endpoint_id(endpoint) END;
+    n int;
+BEGIN
+    IF message_id IS NULL THEN
+        RAISE EXCEPTION 'message_id must not be null' USING ERRCODE = '22004';
+    END IF;
+    UPDATE outbox._deliveries d
+       SET state = 'retry', attempts = 0, next_attempt_at = now(), updated_at = now()
+     WHERE d.message_id = redeliver.message_id AND d.state = 'dead'
+       AND (eid IS NULL OR d.endpoint_id = eid);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM outbox._notify_relay();
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION outbox.redeliver(bigint, text) IS
+    're-queue the dead-lettered deliveries of a message (to one endpoint or all); returns how many';
+
+CREATE FUNCTION outbox._check_headers(headers jsonb) RETURNS void
+    AS 'MODULE_PATHNAME', 'outbox_check_headers_sql' LANGUAGE C IMMUTABLE;
+COMMENT ON FUNCTION outbox._check_headers(jsonb) IS
+    'private: header names are HTTP tokens, values strings without line breaks, none that outbox sets itself';
+
+/* ------------------------------------------------------------------------
  * Functions
  * ------------------------------------------------------------------------ */
 
@@ -216,5 +549,17 @@ GRANT EXECUTE ON FUNCTION
 TO outbox_reader;
 GRANT SELECT ON outbox.events, outbox.messages TO outbox_reader;
 
-GRANT EXECUTE ON FUNCTION outbox.delete_stream(text, text) TO outbox_admin;
-GRANT SELECT ON outbox.stream_deletions TO outbox_admin;
+GRANT EXECUTE ON FUNCTION
+    outbox.delete_stream(text, text),
+    outbox.create_endpoint(text, text, text[], text, jsonb, jsonb),
+    outbox.alter_endpoint(text, jsonb),
+    outbox.drop_endpoint(text),
+    outbox.pause_endpoint(text),
+    outbox.resume_endpoint(text),
+    outbox.redeliver(bigint, text)
+TO outbox_admin;
+GRANT SELECT ON outbox.stream_deletions, outbox.endpoints TO outbox_admin;
+GRANT SELECT ON outbox.dead_letters TO outbox_reader;
+
+/* A relay starts for this database as soon as the extension exists. */
+SELECT outbox._notify_relay();

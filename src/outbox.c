@@ -6,6 +6,7 @@
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
@@ -16,6 +17,7 @@ PG_MODULE_MAGIC;
 void		_PG_init(void);
 
 int			outbox_max_payload_bytes = 1024 * 1024;
+int			outbox_max_databases = 16;
 
 /*
  * The value set by the server's configuration (file, command line, ALTER
@@ -63,5 +65,25 @@ _PG_init(void)
 							NULL,
 							NULL);
 
+	DefineCustomIntVariable("outbox.max_databases",
+							"Most databases that can have a relay at once.",
+							"Each takes a shared-memory slot; a relay also needs a max_worker_processes slot.",
+							&outbox_max_databases,
+							16,
+							1,
+							1024,
+							PGC_POSTMASTER,
+							0,
+							NULL,
+							NULL,
+							NULL);
+
 	MarkGUCPrefixReserved("outbox");
+
+	shmem_init();
+	if (process_shared_preload_libraries_in_progress && !IsBinaryUpgrade)
+	{
+		launcher_register();
+		launcher_init_hooks();
+	}
 }

@@ -11,6 +11,10 @@
 #include "access/transam.h"
 #include "executor/spi.h"
 #include "nodes/execnodes.h"
+#include "port/atomics.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "utils/timestamp.h"
 #include "fmgr.h"
 #include "utils/jsonb.h"
 #include "utils/snapshot.h"
@@ -31,6 +35,55 @@
 
 /* GUCs (outbox.c) */
 extern int	outbox_max_payload_bytes;
+extern int	outbox_max_databases;
+
+/* shmem.c: one slot per database relay (lock order and wakeups: shmem.c) */
+typedef enum RelayState
+{
+	RELAY_NONE = 0,				/* no relay started yet */
+	RELAY_STARTING,				/* registered by the launcher */
+	RELAY_RUNNING,				/* attached and serving its database */
+	RELAY_NO_EXTENSION,			/* exited: the database has no outbox extension */
+	RELAY_BACKOFF				/* exited with an error; restarts after next_start_at */
+} RelayState;
+
+typedef struct RelaySlot
+{
+	/* protected by OutboxShmem->lock */
+	Oid			dboid;			/* InvalidOid: free slot */
+	pid_t		pid;			/* the running relay, 0 if none */
+	Latch	   *latch;			/* its latch */
+	RelayState	state;
+	TimestampTz started_at;
+	TimestampTz last_activity_at;
+	int			failures;		/* consecutive error exits (launcher backoff) */
+	TimestampTz next_start_at;	/* launcher: not before */
+	TimestampTz hold_until;		/* DROP DATABASE and friends: not before */
+	/* atomics, no lock */
+	pg_atomic_uint32 wake_pending;	/* a commit wants the relay awake */
+	pg_atomic_uint32 start_wanted;	/* CREATE EXTENSION wants a relay started */
+	pg_atomic_uint64 config_generation; /* bumped by every endpoint change */
+} RelaySlot;
+
+typedef struct OutboxShmem
+{
+	LWLock	   *lock;
+	pid_t		launcher_pid;
+	Latch	   *launcher_latch;
+	pg_atomic_uint32 launcher_wanted;
+	int			nslots;
+	RelaySlot	slots[FLEXIBLE_ARRAY_MEMBER];
+} OutboxShmem;
+
+extern OutboxShmem *outbox_shmem;
+extern void shmem_init(void);
+extern RelaySlot *shmem_find_slot(Oid dboid);
+extern void shmem_reset_slot(RelaySlot *slot, Oid dboid);
+extern void shmem_wake_relay_at_commit(void);
+
+/* launcher.c */
+extern void launcher_register(void);
+extern void launcher_init_hooks(void);
 
 /* catalog.c: cached OIDs of the installed extension's objects */
 extern Oid	outbox_schema_oid(void);

@@ -83,6 +83,7 @@ outbox_publish(PG_FUNCTION_ARGS)
 	rows_open(&messages, outbox_relid("_messages"));
 	rows_insert(&messages, row, nulls, PUB_MESSAGE_COLS);
 	rows_close(&messages);
+	shmem_wake_relay_at_commit();
 	PG_RETURN_INT64(id);
 }
 

@@ -197,3 +197,13 @@ outbox_check_headers(const char *what, Jsonb *headers)
 		}
 	}
 }
+
+/* outbox._check_headers(headers jsonb): the SQL face of outbox_check_headers */
+PG_FUNCTION_INFO_V1(outbox_check_headers_sql);
+
+Datum
+outbox_check_headers_sql(PG_FUNCTION_ARGS)
+{
+	outbox_check_headers("headers", outbox_arg_jsonb(fcinfo, 0, "headers"));
+	PG_RETURN_VOID();
+}

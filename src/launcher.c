@@ -1,0 +1,368 @@
+/*-------------------------------------------------------------------------
+ * launcher.c
+ *		The outbox launcher: one relay per database that has the extension,
+ *		and the hook that keeps relays out of DROP DATABASE's way.
+ *
+ * The launcher is a static background worker started after recovery (so a
+ * standby runs no relay and sends nothing).  It connects to no database: it
+ * reads pg_database, gives each connectable, non-template database a slot,
+ * and starts a dynamic relay worker for it.  A relay that finds no outbox
+ * extension in its database says so in its slot and exits; it is started
+ * again only when CREATE EXTENSION asks for it (see shmem.c).  A relay that
+ * exits with an error is restarted with exponential backoff (1 s .. 60 s).
+ * The launcher alone decides restarts; relays are BGW_NEVER_RESTART.
+ *
+ *   slot state:  (none) --start--> STARTING --relay--> RUNNING
+ *                RUNNING --no extension--> NO_EXTENSION --CREATE EXTENSION--> start
+ *                RUNNING --error exit--> backoff --> start
+ *                any --DROP DATABASE (hold)--> stopped until the hold ends
+ *
+ * The launcher sleeps on its latch: woken by relays exiting (bgw_notify_pid),
+ * by commits that need a relay, and otherwise every 60 s to notice new
+ * databases.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <signal.h>
+
+#include "access/genam.h"
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/pg_database.h"
+#include "commands/dbcommands.h"
+#include "commands/defrem.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "tcop/utility.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "outbox.h"
+
+PGDLLEXPORT void outbox_launcher_main(Datum arg);
+
+#define LAUNCHER_RESCAN_MS		60000
+#define RESTART_BACKOFF_MAX_MS	60000
+#define DROP_HOLD_MS			30000
+
+/* launcher-local: the handle of each slot's relay */
+static BackgroundWorkerHandle **handles;
+
+static ProcessUtility_hook_type prev_ProcessUtility = NULL;
+
+/* Register the launcher; called from _PG_init when preloaded. */
+void
+launcher_register(void)
+{
+	BackgroundWorker bgw = {0};
+
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = 5;
+	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "outbox");
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "outbox_launcher_main");
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "outbox launcher");
+	snprintf(bgw.bgw_type, BGW_MAXLEN, "outbox launcher");
+	RegisterBackgroundWorker(&bgw);
+}
+
+/* Connectable, non-template databases, from pg_database.  Runs a transaction. */
+static List *
+launcher_databases(void)
+{
+	List	   *dbs = NIL;
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+
+	StartTransactionCommand();
+	(void) GetTransactionSnapshot();
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
+
+		if (db->datallowconn && !db->datistemplate && db->datconnlimit != DATCONNLIMIT_INVALID_DB)
+			dbs = lappend_oid(dbs, db->oid);
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	CommitTransactionCommand();
+	return dbs;
+}
+
+static bool
+launcher_start_relay(RelaySlot *slot, int index)
+{
+	BackgroundWorker bgw = {0};
+
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = BGW_NEVER_RESTART;
+	bgw.bgw_notify_pid = MyProcPid;
+	bgw.bgw_main_arg = Int32GetDatum(index);
+	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "outbox");
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "outbox_relay_main");
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "outbox relay for database %u", slot->dboid);
+	snprintf(bgw.bgw_type, BGW_MAXLEN, "outbox relay");
+
+	if (!RegisterDynamicBackgroundWorker(&bgw, &handles[index]))
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("outbox: no background worker slot for the relay of database %u", slot->dboid),
+				 errhint("Raise max_worker_processes.")));
+		return false;
+	}
+	slot->state = RELAY_STARTING;
+	slot->started_at = GetCurrentTimestamp();
+	return true;
+}
+
+/*
+ * One pass: give every database a slot, notice relays that exited, start
+ * the relays that should run.  Returns how long to sleep, in ms.
+ */
+static long
+launcher_step(void)
+{
+	List	   *dbs = launcher_databases();
+	TimestampTz now = GetCurrentTimestamp();
+	long		sleep_ms = LAUNCHER_RESCAN_MS;
+	ListCell   *lc;
+
+	pg_atomic_write_u32(&outbox_shmem->launcher_wanted, 0);
+	LWLockAcquire(outbox_shmem->lock, LW_EXCLUSIVE);
+
+	/* free the slots of databases that are gone */
+	for (int i = 0; i < outbox_shmem->nslots; i++)
+	{
+		RelaySlot  *slot = &outbox_shmem->slots[i];
+
+		if (OidIsValid(slot->dboid) && !list_member_oid(dbs, slot->dboid) && slot->pid == 0)
+		{
+			shmem_reset_slot(slot, InvalidOid);
+			handles[i] = NULL;
+		}
+	}
+
+	foreach(lc, dbs)
+	{
+		Oid			dboid = lfirst_oid(lc);
+		RelaySlot  *slot = shmem_find_slot(dboid);
+		int			index;
+		pid_t		pid;
+
+		if (slot == NULL && (slot = shmem_find_slot(InvalidOid)) != NULL)
+			shmem_reset_slot(slot, dboid);
+		if (slot == NULL)
+		{
+			ereport(LOG,
+					(errmsg("outbox: more databases than outbox.max_databases (%d); database %u has no relay",
+							outbox_max_databases, dboid)));
+			continue;
+		}
+		index = slot - outbox_shmem->slots;
+
+		/* a relay that exited: clean exit, or an error to back off from */
+		if (handles[index] != NULL &&
+			GetBackgroundWorkerPid(handles[index], &pid) == BGWH_STOPPED)
+		{
+			handles[index] = NULL;
+			if (slot->state == RELAY_RUNNING || slot->state == RELAY_STARTING)
+			{
+				slot->failures++;
+				slot->next_start_at = TimestampTzPlusMilliseconds(now,
+					Min(RESTART_BACKOFF_MAX_MS, 1000L << Min(slot->failures - 1, 6)));
+				slot->state = RELAY_BACKOFF;
+			}
+		}
+		if (handles[index] != NULL)
+			continue;			/* running */
+
+		if (pg_atomic_exchange_u32(&slot->start_wanted, 0) == 1 && slot->state == RELAY_NO_EXTENSION)
+			slot->state = RELAY_NONE;
+		if (slot->state == RELAY_NO_EXTENSION)
+			continue;
+		if (now < slot->hold_until || now < slot->next_start_at)
+		{
+			TimestampTz until = Max(slot->hold_until, slot->next_start_at);
+
+			sleep_ms = Min(sleep_ms, TimestampDifferenceMilliseconds(now, until) + 1);
+			continue;
+		}
+		if (!launcher_start_relay(slot, index))
+			sleep_ms = Min(sleep_ms, 1000);
+	}
+	LWLockRelease(outbox_shmem->lock);
+	list_free(dbs);
+	return sleep_ms;
+}
+
+void
+outbox_launcher_main(Datum arg)
+{
+	pqsignal(SIGTERM, die);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+
+	handles = MemoryContextAllocZero(TopMemoryContext,
+									 sizeof(BackgroundWorkerHandle *) * outbox_shmem->nslots);
+	LWLockAcquire(outbox_shmem->lock, LW_EXCLUSIVE);
+	outbox_shmem->launcher_pid = MyProcPid;
+	outbox_shmem->launcher_latch = MyLatch;
+	LWLockRelease(outbox_shmem->lock);
+	ereport(LOG, (errmsg("outbox launcher started")));
+
+	for (;;)
+	{
+		long		sleep_ms = launcher_step();
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 sleep_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+	}
+}
+
+/* ---- keeping relays out of the way of DROP DATABASE and friends ---- */
+
+/*
+ * Stop the relay of a database and keep it stopped for a while: DROP
+ * DATABASE, ALTER DATABASE RENAME / SET TABLESPACE and CREATE DATABASE ...
+ * TEMPLATE all need the database free of other connections.  Waits (at most
+ * 10 s) for the relay to exit; no lock is held while waiting.
+ */
+static Oid
+launcher_hold_database(const char *dbname)
+{
+	Oid			dboid = get_database_oid(dbname, true);
+	RelaySlot  *slot;
+	pid_t		pid = 0;
+
+	if (!OidIsValid(dboid) || outbox_shmem == NULL)
+		return InvalidOid;
+	LWLockAcquire(outbox_shmem->lock, LW_EXCLUSIVE);
+	if ((slot = shmem_find_slot(dboid)) != NULL)
+	{
+		slot->hold_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), DROP_HOLD_MS);
+		pid = slot->pid;
+	}
+	LWLockRelease(outbox_shmem->lock);
+	if (pid == 0)
+		return dboid;
+
+	kill(pid, SIGTERM);
+	for (int i = 0; i < 1000; i++)
+	{
+		bool		gone;
+
+		LWLockAcquire(outbox_shmem->lock, LW_SHARED);
+		gone = slot->dboid != dboid || slot->pid == 0;
+		LWLockRelease(outbox_shmem->lock);
+		if (gone)
+			return dboid;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10,
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	return dboid;
+}
+
+/* After the command: let the launcher restart the relay if the database lives on. */
+static void
+launcher_release_database(Oid dboid)
+{
+	RelaySlot  *slot;
+	Latch	   *latch = NULL;
+
+	if (outbox_shmem == NULL || !OidIsValid(dboid))
+		return;
+	LWLockAcquire(outbox_shmem->lock, LW_EXCLUSIVE);
+	if ((slot = shmem_find_slot(dboid)) != NULL)
+		slot->hold_until = 0;
+	latch = outbox_shmem->launcher_latch;
+	LWLockRelease(outbox_shmem->lock);
+	if (latch)
+		SetLatch(latch);
+}
+
+/* The database a utility statement needs free of connections, if any. */
+static const char *
+launcher_database_of(Node *stmt)
+{
+	ListCell   *lc;
+
+	switch (nodeTag(stmt))
+	{
+		case T_DropdbStmt:
+			return ((DropdbStmt *) stmt)->dbname;
+		case T_RenameStmt:
+			if (((RenameStmt *) stmt)->renameType == OBJECT_DATABASE)
+				return ((RenameStmt *) stmt)->subname;
+			return NULL;
+		case T_AlterDatabaseStmt:
+			foreach(lc, ((AlterDatabaseStmt *) stmt)->options)
+				if (strcmp(((DefElem *) lfirst(lc))->defname, "tablespace") == 0)
+					return ((AlterDatabaseStmt *) stmt)->dbname;
+			return NULL;
+		case T_CreatedbStmt:
+			foreach(lc, ((CreatedbStmt *) stmt)->options)
+				if (strcmp(((DefElem *) lfirst(lc))->defname, "template") == 0)
+					return defGetString((DefElem *) lfirst(lc));
+			return NULL;
+		default:
+			return NULL;
+	}
+}
+
+static void
+launcher_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+						ProcessUtilityContext context, ParamListInfo params,
+						QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+{
+	const char *dbname = launcher_database_of(pstmt->utilityStmt);
+	volatile Oid held = InvalidOid;
+
+	if (dbname)
+		held = launcher_hold_database(dbname);
+	PG_TRY();
+	{
+		if (prev_ProcessUtility)
+			prev_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+								queryEnv, dest, qc);
+		else
+			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+									queryEnv, dest, qc);
+	}
+	PG_FINALLY();
+	{
+		launcher_release_database(held);
+	}
+	PG_END_TRY();
+}
+
+void
+launcher_init_hooks(void)
+{
+	prev_ProcessUtility = ProcessUtility_hook;
+	ProcessUtility_hook = launcher_ProcessUtility;
+}

@@ -1,0 +1,200 @@
+/*-------------------------------------------------------------------------
+ * shmem.c
+ *		outbox's shared memory: the launcher and one slot per database relay.
+ *
+ * Lock order: OutboxShmem->lock (LWLock tranche "outbox") protects slot
+ * assignment (dboid) and the launcher's bookkeeping fields; take it before
+ * anything else and never across I/O or a transaction.  The wake flag and
+ * the config generation are atomics, touched without the lock.
+ *
+ * Wakeups: a commit that published a message or changed an endpoint sets
+ * the database's wake flag and, if the flag was clear, the relay's latch
+ * (coalesced as pg_net does); if no relay runs for the database, it sets the
+ * launcher's latch instead.  Rolled-back transactions wake nobody.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/objectaccess.h"
+#include "catalog/pg_extension.h"
+#include "commands/extension.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/timestamp.h"
+
+#include "outbox.h"
+
+PG_FUNCTION_INFO_V1(outbox_notify_relay);
+
+OutboxShmem *outbox_shmem = NULL;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* this transaction published or changed something the relay must see */
+static bool wake_at_commit = false;
+static bool config_changed_at_commit = false;
+
+static Size
+shmem_size(void)
+{
+	return add_size(offsetof(OutboxShmem, slots),
+					mul_size(sizeof(RelaySlot), outbox_max_databases));
+}
+
+static void
+shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(shmem_size());
+	RequestNamedLWLockTranche("outbox", 1);
+}
+
+static void
+shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	outbox_shmem = ShmemInitStruct("outbox", shmem_size(), &found);
+	if (!found)
+	{
+		memset(outbox_shmem, 0, shmem_size());
+		outbox_shmem->lock = &(GetNamedLWLockTranche("outbox"))->lock;
+		outbox_shmem->nslots = outbox_max_databases;
+		for (int i = 0; i < outbox_shmem->nslots; i++)
+		{
+			pg_atomic_init_u32(&outbox_shmem->slots[i].wake_pending, 0);
+			pg_atomic_init_u32(&outbox_shmem->slots[i].start_wanted, 0);
+			pg_atomic_init_u64(&outbox_shmem->slots[i].config_generation, 0);
+		}
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* Give a slot to database dboid (or free it).  Caller holds the lock exclusively. */
+void
+shmem_reset_slot(RelaySlot *slot, Oid dboid)
+{
+	slot->dboid = dboid;
+	slot->pid = 0;
+	slot->latch = NULL;
+	slot->state = RELAY_NONE;
+	slot->started_at = slot->last_activity_at = 0;
+	slot->next_start_at = slot->hold_until = 0;
+	slot->failures = 0;
+	pg_atomic_write_u32(&slot->wake_pending, 0);
+	pg_atomic_write_u32(&slot->start_wanted, 0);
+}
+
+/* The slot of database dboid, or NULL.  Caller holds the lock (any mode). */
+RelaySlot *
+shmem_find_slot(Oid dboid)
+{
+	for (int i = 0; i < outbox_shmem->nslots; i++)
+		if (outbox_shmem->slots[i].dboid == dboid)
+			return &outbox_shmem->slots[i];
+	return NULL;
+}
+
+/*
+ * At commit, wake whoever must act: the database's relay if it runs, else
+ * the launcher (which starts one).
+ */
+static void
+shmem_xact_callback(XactEvent event, void *arg)
+{
+	RelaySlot  *slot;
+	Latch	   *latch = NULL;
+
+	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT &&
+		event != XACT_EVENT_PARALLEL_COMMIT && event != XACT_EVENT_PARALLEL_ABORT)
+		return;
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
+		!(wake_at_commit || config_changed_at_commit) || outbox_shmem == NULL)
+	{
+		wake_at_commit = config_changed_at_commit = false;
+		return;
+	}
+
+	LWLockAcquire(outbox_shmem->lock, LW_SHARED);
+	slot = shmem_find_slot(MyDatabaseId);
+	if (slot && config_changed_at_commit)
+		pg_atomic_fetch_add_u64(&slot->config_generation, 1);
+	if (slot && slot->pid != 0 && slot->latch != NULL)
+	{
+		if (pg_atomic_exchange_u32(&slot->wake_pending, 1) == 0)
+			latch = slot->latch;
+	}
+	else if (config_changed_at_commit)
+	{
+		/* no relay here (yet): ask the launcher to start one */
+		if (slot)
+			pg_atomic_write_u32(&slot->start_wanted, 1);
+		pg_atomic_write_u32(&outbox_shmem->launcher_wanted, 1);
+		latch = outbox_shmem->launcher_latch;
+	}
+	LWLockRelease(outbox_shmem->lock);
+	if (latch)
+		SetLatch(latch);
+	wake_at_commit = config_changed_at_commit = false;
+}
+
+/*
+ * The object-access hook: DROP EXTENSION outbox wakes the relay at commit,
+ * so that it notices and exits.
+ */
+static object_access_hook_type prev_object_access_hook = NULL;
+
+static void
+shmem_object_access(ObjectAccessType access, Oid classId, Oid objectId, int subId, void *arg)
+{
+	if (prev_object_access_hook)
+		prev_object_access_hook(access, classId, objectId, subId, arg);
+	if (access == OAT_DROP && classId == ExtensionRelationId &&
+		objectId == get_extension_oid("outbox", true))
+		config_changed_at_commit = true;
+}
+
+/* Called by publish: wake the relay when this transaction commits. */
+void
+shmem_wake_relay_at_commit(void)
+{
+	wake_at_commit = true;
+}
+
+/*
+ * outbox._notify_relay(): the endpoint configuration (or the extension
+ * itself) changed; the relay reloads it, or the launcher starts a relay,
+ * when the transaction commits.
+ */
+Datum
+outbox_notify_relay(PG_FUNCTION_ARGS)
+{
+	config_changed_at_commit = true;
+	wake_at_commit = true;
+	PG_RETURN_VOID();
+}
+
+/* Register the hooks; called from _PG_init. */
+void
+shmem_init(void)
+{
+	RegisterXactCallback(shmem_xact_callback, NULL);
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	prev_object_access_hook = object_access_hook;
+	object_access_hook = shmem_object_access;
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = shmem_startup;
+}
