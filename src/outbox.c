@@ -65,25 +65,33 @@ _PG_init(void)
 							NULL,
 							NULL);
 
-	DefineCustomIntVariable("outbox.max_databases",
-							"Most databases that can have a relay at once.",
-							"Each takes a shared-memory slot; a relay also needs a max_worker_processes slot.",
-							&outbox_max_databases,
-							16,
-							1,
-							1024,
-							PGC_POSTMASTER,
-							0,
-							NULL,
-							NULL,
-							NULL);
+	/*
+	 * Workers and their settings need shared_preload_libraries: PGC_POSTMASTER
+	 * settings cannot even be defined later (a FATAL error).  Without it the
+	 * SQL API still works.
+	 */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomIntVariable("outbox.max_databases",
+								"Most databases that can have a relay at once.",
+								"Each takes a shared-memory slot; a relay also needs a max_worker_processes slot.",
+								&outbox_max_databases,
+								16,
+								1,
+								1024,
+								PGC_POSTMASTER,
+								0,
+								NULL,
+								NULL,
+								NULL);
 
+	/* after every definition: it drops the placeholders of unknown names */
 	MarkGUCPrefixReserved("outbox");
 
 	shmem_init();
-	if (process_shared_preload_libraries_in_progress && !IsBinaryUpgrade)
+	if (process_shared_preload_libraries_in_progress)
 	{
-		launcher_register();
 		launcher_init_hooks();
+		if (!IsBinaryUpgrade)
+			launcher_register();
 	}
 }

@@ -184,7 +184,10 @@ outbox_notify_relay(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* Register the hooks; called from _PG_init. */
+/*
+ * Register the hooks; called from _PG_init.  The commit callback is cheap
+ * and harmless without shared memory; the rest needs preloading.
+ */
 void
 shmem_init(void)
 {

@@ -1,0 +1,126 @@
+# The launcher and the per-database relays: started by CREATE EXTENSION
+# within 2 seconds, stopped by DROP EXTENSION, never in DROP DATABASE's way,
+# restarted after being killed, absent on a standby until it is promoted,
+# and the SQL API without shared_preload_libraries.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time);
+
+my $node = PostgreSQL::Test::Cluster->new('workers');
+$node->init(allows_streaming => 1);
+$node->append_conf('postgresql.conf', "shared_preload_libraries = 'outbox'\noutbox.max_databases = 8\n");
+$node->start;
+is($node->safe_psql('postgres', 'SHOW outbox.max_databases'), '8',
+	'postmaster settings in postgresql.conf are honoured');
+
+sub relays
+{
+	my ($n) = @_;
+	return $n->safe_psql('postgres',
+		q{SELECT coalesce(string_agg(datname, ',' ORDER BY datname), '') FROM pg_stat_activity
+		   WHERE backend_type = 'outbox relay'});
+}
+
+ok( $node->poll_query_until(
+		'postgres',
+		q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'outbox launcher'}),
+	'the launcher runs, with backend_type "outbox launcher"');
+is(relays($node), '', 'no relay where the extension is not installed');
+
+# CREATE EXTENSION in a running server: a relay within 2 seconds.
+$node->safe_psql('postgres', 'CREATE DATABASE app1');
+$node->safe_psql('postgres', 'CREATE DATABASE app2');
+$node->safe_psql('postgres', 'CREATE DATABASE app3');
+for my $db (qw(app1 app2 app3))
+{
+	my $t0 = time;
+	$node->safe_psql($db, 'CREATE EXTENSION outbox');
+	$node->poll_query_until('postgres',
+		qq{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'outbox relay' AND datname = '$db'})
+	  or die "no relay in $db";
+	my $elapsed = time - $t0;
+	cmp_ok($elapsed, '<', 2, sprintf('CREATE EXTENSION in %s got its relay in %.2f s', $db, $elapsed));
+}
+is(relays($node), 'app1,app2,app3', 'one relay per database with the extension');
+
+# DROP EXTENSION stops the relay; CREATE EXTENSION brings it back.
+$node->safe_psql('app2', 'DROP EXTENSION outbox');
+ok( $node->poll_query_until('postgres',
+		q{SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'outbox relay' AND datname = 'app2'}),
+	'DROP EXTENSION stops the relay');
+$node->safe_psql('app2', 'CREATE EXTENSION outbox');
+ok( $node->poll_query_until('postgres',
+		q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'outbox relay' AND datname = 'app2'}),
+	'CREATE EXTENSION again starts it again');
+
+# DROP DATABASE is not blocked by the relay connected to it.
+my $t0 = time;
+$node->safe_psql('postgres', 'DROP DATABASE app3');
+my $elapsed = time - $t0;
+cmp_ok($elapsed, '<', 3, sprintf('DROP DATABASE with a relay connected took %.2f s', $elapsed));
+is(relays($node), 'app1,app2', 'its relay is gone, the others run on');
+
+# ALTER DATABASE RENAME needs the database free too; the relay comes back after.
+$node->safe_psql('postgres', 'ALTER DATABASE app2 RENAME TO app2b');
+ok( $node->poll_query_until('postgres',
+		q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'outbox relay' AND datname = 'app2b'}),
+	'after ALTER DATABASE RENAME the relay runs again');
+
+# A relay terminated by an administrator is restarted by the launcher.
+my $pid = $node->safe_psql('postgres',
+	q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'outbox relay' AND datname = 'app1'});
+$node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
+ok( $node->poll_query_until('postgres',
+		qq{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'outbox relay'
+		    AND datname = 'app1' AND pid <> $pid}),
+	'a terminated relay is restarted');
+
+# An idle relay sleeps: its CPU time does not grow over 2 seconds.
+sub cpu_ticks
+{
+	my ($p) = @_;
+	open(my $fh, '<', "/proc/$p/stat") or return -1;
+	my @f = split / /, <$fh>;
+	close $fh;
+	return $f[13] + $f[14];
+}
+$pid = $node->safe_psql('postgres',
+	q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'outbox relay' AND datname = 'app1'});
+my $before = cpu_ticks($pid);
+sleep 2;
+cmp_ok(cpu_ticks($pid) - $before, '<=', 1, 'an idle relay uses no CPU');
+
+# A standby runs no relay; after promotion it does.
+$node->backup('b');
+my $standby = PostgreSQL::Test::Cluster->new('standby');
+$standby->init_from_backup($node, 'b', has_streaming => 1);
+$standby->start;
+$node->wait_for_catchup($standby);
+ok( $standby->poll_query_until('postgres',
+		q{SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type LIKE 'outbox%'}),
+	'a standby runs no launcher and no relay');
+$standby->promote;
+ok( $standby->poll_query_until('postgres',
+		q{SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type = 'outbox relay'}),
+	'after promotion the relays run');
+$standby->stop;
+
+# Without shared_preload_libraries the SQL API works, with no workers.
+my $plain = PostgreSQL::Test::Cluster->new('plain');
+$plain->init;
+$plain->start;
+$plain->safe_psql('postgres', 'CREATE EXTENSION outbox');
+is( $plain->safe_psql(
+		'postgres', q{
+		SELECT outbox.publish('t', '{}') IS NOT NULL
+		   AND outbox.append('s', '{"type": "A"}') IS NOT NULL
+		   AND (SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'outbox%') = 0}),
+	't',
+	'without shared_preload_libraries the SQL API works and no worker runs');
+$plain->stop;
+
+$node->stop;
+done_testing();
