@@ -2,9 +2,23 @@
  * http.c
  *		Everything that touches libcurl.  The only file that includes curl.
  *
- * Endpoint URLs are parsed by libcurl's own URL parser, the same one that
- * will send the requests, so a URL accepted by create_endpoint is a URL the
- * relay can use.
+ * The relay sends many requests at once through one curl multi handle and
+ * waits for them together with its latch and postmaster death in a single
+ * WaitEventSet: curl tells us, through its socket and timer callbacks, which
+ * sockets to watch and when it needs a timeout; we tell curl which sockets
+ * became ready.  An idle relay therefore sleeps in one epoll_wait.
+ *
+ * Rules that keep this safe inside a PostgreSQL backend:
+ *  - curl callbacks never ereport, palloc or CHECK_FOR_INTERRUPTS: a longjmp
+ *    must not cross libcurl.  They use malloc and report failure to curl.
+ *  - CURLOPT_NOSIGNAL; explicit connect and total timeouts; only http and
+ *    https; redirects are not followed; TLS peers are verified; response
+ *    bodies are capped (HTTP_MAX_BODY); connections are reused.
+ *  - No transaction is open while requests are in flight (the caller's job;
+ *    relay.c asserts it).
+ *
+ * Endpoint URLs are parsed by libcurl's own URL parser, the one that will
+ * send the requests, so a URL accepted by create_endpoint is one curl takes.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -12,11 +26,277 @@
 #include <curl/curl.h>
 
 #include "fmgr.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
 #include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #include "outbox.h"
 
 PG_FUNCTION_INFO_V1(outbox_check_url);
+
+#define HTTP_MAX_BODY		4096	/* response bytes kept, for last_error */
+#define HTTP_MAX_SOCKETS	4096
+
+typedef struct HttpTransfer
+{
+	CURL	   *easy;
+	struct curl_slist *headers;
+	char	   *body;			/* request body, owned */
+	void	   *owner;
+	char		response[HTTP_MAX_BODY + 1];
+	size_t		response_len;
+	long		retry_after_ms;
+	TimestampTz started;
+	struct HttpTransfer *next_done;
+} HttpTransfer;
+
+typedef struct HttpSocket
+{
+	curl_socket_t fd;
+	int			what;			/* CURL_POLL_IN, _OUT, _INOUT */
+} HttpSocket;
+
+static CURLM *multi = NULL;
+static HttpSocket sockets[HTTP_MAX_SOCKETS];
+static int	nsockets = 0;
+static long curl_timeout_ms = -1;	/* what curl's timer callback asked for */
+static int	in_flight = 0;
+
+/* ---- curl callbacks: plain C only ---- */
+
+static int
+http_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+	int			i;
+
+	for (i = 0; i < nsockets; i++)
+		if (sockets[i].fd == fd)
+			break;
+	if (what == CURL_POLL_REMOVE)
+	{
+		if (i < nsockets)
+			sockets[i] = sockets[--nsockets];
+		return 0;
+	}
+	if (i == nsockets)
+	{
+		if (nsockets == HTTP_MAX_SOCKETS)
+			return -1;
+		nsockets++;
+	}
+	sockets[i].fd = fd;
+	sockets[i].what = what;
+	return 0;
+}
+
+static int
+http_timer_cb(CURLM *m, long timeout_ms, void *userp)
+{
+	curl_timeout_ms = timeout_ms;
+	return 0;
+}
+
+static size_t
+http_write_cb(char *data, size_t size, size_t nmemb, void *userp)
+{
+	HttpTransfer *t = userp;
+	size_t		n = size * nmemb;
+	size_t		keep = Min(n, HTTP_MAX_BODY - t->response_len);
+
+	memcpy(t->response + t->response_len, data, keep);
+	t->response_len += keep;
+	return n;					/* the rest is read and dropped */
+}
+
+/* Retry-After: delay-seconds or an HTTP-date (RFC 9110 10.2.3) */
+static size_t
+http_header_cb(char *data, size_t size, size_t nitems, void *userp)
+{
+	HttpTransfer *t = userp;
+	size_t		n = size * nitems;
+
+	if (n > 12 && pg_strncasecmp(data, "retry-after:", 12) == 0)
+	{
+		char		value[64];
+		size_t		len = Min(n - 12, sizeof(value) - 1);
+		char	   *end;
+		long		secs;
+
+		memcpy(value, data + 12, len);
+		value[len] = '\0';
+		secs = strtol(value, &end, 10);
+		if (end != value && secs >= 0)
+			t->retry_after_ms = Min(secs, 86400L) * 1000;
+		else
+		{
+			time_t		when = curl_getdate(value, NULL);
+
+			if (when > 0)
+				t->retry_after_ms = Max(0, Min((long) (when - time(NULL)), 86400L)) * 1000;
+		}
+	}
+	return n;
+}
+
+/* ---- the relay's side ---- */
+
+void
+http_init(void)
+{
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		elog(ERROR, "curl_global_init failed");
+	multi = curl_multi_init();
+	if (multi == NULL)
+		elog(ERROR, "curl_multi_init failed");
+	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, http_socket_cb);
+	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, http_timer_cb);
+	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, 256L);
+}
+
+int
+http_in_flight(void)
+{
+	return in_flight;
+}
+
+/*
+ * Start a POST.  headers are complete "Name: value" lines; body is copied.
+ * owner comes back with the result.
+ */
+void
+http_post(void *owner, const char *url, List *headers, const char *body, size_t body_len,
+		  long timeout_ms)
+{
+	HttpTransfer *t = calloc(1, sizeof(HttpTransfer));
+	ListCell   *lc;
+
+	if (t == NULL || (t->body = malloc(body_len + 1)) == NULL || (t->easy = curl_easy_init()) == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	memcpy(t->body, body, body_len);
+	t->owner = owner;
+	t->retry_after_ms = -1;
+	t->started = GetCurrentTimestamp();
+	foreach(lc, headers)
+		t->headers = curl_slist_append(t->headers, lfirst(lc));
+	/* no "Expect: 100-continue" round trip */
+	t->headers = curl_slist_append(t->headers, "Expect:");
+
+	curl_easy_setopt(t->easy, CURLOPT_URL, url);
+	curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, t->body);
+	curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) body_len);
+	curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, t->headers);
+	curl_easy_setopt(t->easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, timeout_ms);
+	curl_easy_setopt(t->easy, CURLOPT_CONNECTTIMEOUT_MS, Min(timeout_ms, 10000L));
+	curl_easy_setopt(t->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(t->easy, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(t->easy, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(t->easy, CURLOPT_SSL_VERIFYHOST, 2L);
+	curl_easy_setopt(t->easy, CURLOPT_USERAGENT, "outbox/0.1.0");
+	curl_easy_setopt(t->easy, CURLOPT_WRITEFUNCTION, http_write_cb);
+	curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, t);
+	curl_easy_setopt(t->easy, CURLOPT_HEADERFUNCTION, http_header_cb);
+	curl_easy_setopt(t->easy, CURLOPT_HEADERDATA, t);
+	curl_easy_setopt(t->easy, CURLOPT_PRIVATE, t);
+	if (curl_multi_add_handle(multi, t->easy) != CURLM_OK)
+		elog(ERROR, "curl_multi_add_handle failed");
+	in_flight++;
+}
+
+/*
+ * Sleep until the latch is set, the postmaster dies, a socket is ready or
+ * timeout_ms passes (-1: no limit but curl's own timers), then let curl
+ * make progress.  No transaction may be open.
+ */
+void
+http_wait(long timeout_ms)
+{
+	WaitEventSet *set;
+	WaitEvent	events[64];
+	int			nready;
+	bool		timed_out;
+	int			running;
+
+	if (curl_timeout_ms >= 0 && (timeout_ms < 0 || curl_timeout_ms < timeout_ms))
+		timeout_ms = curl_timeout_ms;
+
+	set = CreateWaitEventSet(CurrentMemoryContext, nsockets + 2);
+	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	for (int i = 0; i < nsockets; i++)
+	{
+		uint32		ev = 0;
+
+		if (sockets[i].what & CURL_POLL_IN)
+			ev |= WL_SOCKET_READABLE;
+		if (sockets[i].what & CURL_POLL_OUT)
+			ev |= WL_SOCKET_WRITEABLE;
+		AddWaitEventToSet(set, ev, sockets[i].fd, NULL, NULL);
+	}
+	nready = WaitEventSetWait(set, timeout_ms, events, lengthof(events), PG_WAIT_EXTENSION);
+	FreeWaitEventSet(set);
+
+	timed_out = (nready == 0);
+	for (int i = 0; i < nready; i++)
+	{
+		int			flags = 0;
+
+		if (!(events[i].events & (WL_SOCKET_READABLE | WL_SOCKET_WRITEABLE)))
+			continue;
+		if (events[i].events & WL_SOCKET_READABLE)
+			flags |= CURL_CSELECT_IN;
+		if (events[i].events & WL_SOCKET_WRITEABLE)
+			flags |= CURL_CSELECT_OUT;
+		curl_multi_socket_action(multi, events[i].fd, flags, &running);
+	}
+	if (timed_out || curl_timeout_ms == 0)
+		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+}
+
+/*
+ * The next finished request, if any: *status is the HTTP status, or 0 for a
+ * transport failure (error says which: refused, reset, timeout...).
+ */
+bool
+http_next_result(HttpResult *r)
+{
+	int			queued;
+	CURLMsg    *msg;
+
+	while ((msg = curl_multi_info_read(multi, &queued)) != NULL)
+	{
+		HttpTransfer *t;
+		long		status = 0;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &t);
+		if (msg->data.result == CURLE_OK)
+			curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+		r->owner = t->owner;
+		r->status = (int) status;
+		r->retry_after_ms = t->retry_after_ms;
+		r->elapsed_us = GetCurrentTimestamp() - t->started;
+		if (msg->data.result != CURLE_OK)
+			strlcpy(r->error, curl_easy_strerror(msg->data.result), sizeof(r->error));
+		else
+		{
+			t->response[t->response_len] = '\0';
+			snprintf(r->error, sizeof(r->error), "HTTP %ld: %s", status, t->response);
+		}
+		curl_multi_remove_handle(multi, t->easy);
+		curl_easy_cleanup(t->easy);
+		curl_slist_free_all(t->headers);
+		free(t->body);
+		free(t);
+		in_flight--;
+		return true;
+	}
+	return false;
+}
 
 /*
  * outbox._check_url(url text) returns text: the URL as libcurl normalises
@@ -26,13 +306,14 @@ PG_FUNCTION_INFO_V1(outbox_check_url);
 Datum
 outbox_check_url(PG_FUNCTION_ARGS)
 {
-	char	   *url = outbox_arg_name(fcinfo, 0, "url");
+	char	   *url = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	CURLU	   *h = curl_url();
 	CURLUcode	rc;
 	char	   *scheme = NULL;
 	char	   *host = NULL;
 	char	   *normal = NULL;
-	text	   *result;
+	bool		ok;
+	text	   *result = NULL;
 
 	if (h == NULL)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
@@ -43,34 +324,25 @@ outbox_check_url(PG_FUNCTION_ARGS)
 		rc = curl_url_get(h, CURLUPART_HOST, &host, 0);
 	if (rc == CURLUE_OK)
 		rc = curl_url_get(h, CURLUPART_URL, &normal, 0);
-	if (rc != CURLUE_OK)
-	{
-		const char *why = curl_url_strerror(rc);
-
-		curl_url_cleanup(h);
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid endpoint URL \"%s\"", url),
-				 errdetail("libcurl: %s.", why),
-				 errhint("Give an absolute http:// or https:// URL.")));
-	}
-	if (pg_strcasecmp(scheme, "http") != 0 && pg_strcasecmp(scheme, "https") != 0)
-	{
-		char	   *s = pstrdup(scheme);
-
-		curl_free(scheme);
-		curl_free(host);
-		curl_free(normal);
-		curl_url_cleanup(h);
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("endpoint URL scheme \"%s\" is not supported", s),
-				 errhint("Only http:// and https:// endpoints are supported.")));
-	}
-	result = cstring_to_text(normal);
+	ok = rc == CURLUE_OK &&
+		(pg_strcasecmp(scheme, "http") == 0 || pg_strcasecmp(scheme, "https") == 0);
+	if (ok)
+		result = cstring_to_text(normal);
 	curl_free(scheme);
 	curl_free(host);
 	curl_free(normal);
 	curl_url_cleanup(h);
+
+	if (rc != CURLUE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid endpoint URL \"%s\"", url),
+				 errdetail("libcurl: %s.", curl_url_strerror(rc)),
+				 errhint("Give an absolute http:// or https:// URL.")));
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("endpoint URL \"%s\" is not http or https", url),
+				 errhint("Only http:// and https:// endpoints are supported.")));
 	PG_RETURN_TEXT_P(result);
 }

@@ -10,6 +10,7 @@
 
 #include "access/transam.h"
 #include "executor/spi.h"
+#include "lib/stringinfo.h"
 #include "nodes/execnodes.h"
 #include "port/atomics.h"
 #include "storage/latch.h"
@@ -80,6 +81,58 @@ extern void shmem_init(void);
 extern RelaySlot *shmem_find_slot(Oid dboid);
 extern void shmem_reset_slot(RelaySlot *slot, Oid dboid);
 extern void shmem_wake_relay_at_commit(void);
+
+/* webhook.c: the HTTP request for messages */
+typedef struct WebhookKey
+{
+	uint8	   *key;
+	int			len;
+} WebhookKey;
+
+typedef struct WebhookEndpoint
+{
+	List	   *keys;			/* WebhookKey *, one per active secret */
+	char	   *headers;		/* the endpoint's headers, a JSON object */
+} WebhookEndpoint;
+
+typedef struct WebhookMessage
+{
+	int64		id;
+	char	   *topic;
+	char	   *key;			/* NULL when none */
+	char	   *payload;		/* JSON text */
+	char	   *headers;		/* JSON object text, or NULL */
+	TimestampTz created_at;
+} WebhookMessage;
+
+extern WebhookKey *webhook_key(const char *secret);
+extern List *webhook_build(const WebhookEndpoint *ep, WebhookMessage **msgs, int n,
+						   StringInfo body);
+
+/* http.c: libcurl multi, driven from a WaitEventSet */
+typedef struct HttpResult
+{
+	void	   *owner;
+	int			status;			/* HTTP status; 0 = transport failure */
+	long		retry_after_ms; /* -1 if none */
+	int64		elapsed_us;
+	char		error[256];
+} HttpResult;
+
+extern void http_init(void);
+extern int	http_in_flight(void);
+extern void http_post(void *owner, const char *url, List *headers, const char *body,
+					  size_t body_len, long timeout_ms);
+extern void http_wait(long timeout_ms);
+extern bool http_next_result(HttpResult *r);
+
+/* delivery.c: the delivery state machine */
+extern void delivery_reload(void);
+extern void delivery_fetch(bool woken);
+extern void delivery_send(void);
+extern void delivery_complete(HttpResult *r);
+extern void delivery_persist(void);
+extern long delivery_next_timeout(void);
 
 /* launcher.c */
 extern void launcher_register(void);

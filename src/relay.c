@@ -6,9 +6,18 @@
  * Lifecycle: started by the launcher for one slot; attaches to the slot,
  * connects to the database, and exits at once (state NO_EXTENSION) if the
  * extension is not installed, or later if it is dropped (DROP EXTENSION
- * wakes it through the object-access hook).  It sleeps on its latch with no
- * timeout unless work is scheduled, so an idle relay uses no CPU; commits
- * that publish or change endpoints wake it (shmem.c).
+ * bumps the configuration generation through the object-access hook).
+ *
+ * The loop (delivery.c does the work, http.c the waiting):
+ *   reload endpoints if their generation changed   (short transaction)
+ *   read new messages for endpoints with room      (short transaction)
+ *   start the requests that may go                 (no transaction)
+ *   wait: latch, postmaster death, sockets, or the next scheduled retry
+ *   collect finished requests                      (no transaction)
+ *   save progress                                  (short transaction)
+ * With nothing in flight and nothing scheduled, the wait has no timeout, so
+ * an idle relay uses no CPU; commits that publish or change endpoints set
+ * its latch (shmem.c).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -23,6 +32,7 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
+#include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -31,6 +41,7 @@
 PGDLLEXPORT void outbox_relay_main(Datum arg);
 
 static RelaySlot *my_slot = NULL;
+static uint64 loaded_generation = PG_UINT64_MAX;
 
 /* before_shmem_exit: leave the slot, whatever the reason for exiting */
 static void
@@ -55,11 +66,13 @@ relay_set_state(RelayState state)
 static bool
 relay_extension_present(void)
 {
+	MemoryContext cxt = CurrentMemoryContext;
 	bool		present;
 
 	StartTransactionCommand();
 	present = OidIsValid(get_extension_oid("outbox", true));
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
 	return present;
 }
 
@@ -68,6 +81,7 @@ outbox_relay_main(Datum arg)
 {
 	int			index = DatumGetInt32(arg);
 	Oid			dboid;
+	MemoryContext loop_cxt;
 
 	pqsignal(SIGTERM, die);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -83,18 +97,36 @@ outbox_relay_main(Datum arg)
 
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	pgstat_report_appname("outbox relay");
+	http_init();
+	loop_cxt = AllocSetContextCreate(TopMemoryContext, "outbox relay loop", ALLOCSET_DEFAULT_SIZES);
 
 	for (;;)
 	{
-		if (!relay_extension_present())
-		{
-			relay_set_state(RELAY_NO_EXTENSION);
-			proc_exit(0);
-		}
-		relay_set_state(RELAY_RUNNING);
-		pg_atomic_write_u32(&my_slot->wake_pending, 0);
+		uint64		generation = pg_atomic_read_u64(&my_slot->config_generation);
+		bool		woken;
+		HttpResult	result;
 
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH, -1L, PG_WAIT_EXTENSION);
+		/* everything allocated for one turn of the loop goes with it */
+		MemoryContextSwitchTo(loop_cxt);
+		MemoryContextReset(loop_cxt);
+
+		if (generation != loaded_generation)
+		{
+			if (!relay_extension_present())
+			{
+				relay_set_state(RELAY_NO_EXTENSION);
+				proc_exit(0);
+			}
+			delivery_reload();
+			loaded_generation = generation;
+			relay_set_state(RELAY_RUNNING);
+		}
+		woken = pg_atomic_exchange_u32(&my_slot->wake_pending, 0) != 0;
+		delivery_fetch(woken);
+		delivery_send();
+
+		Assert(!IsTransactionState());
+		http_wait(delivery_next_timeout());
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -102,5 +134,8 @@ outbox_relay_main(Datum arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
+		while (http_next_result(&result))
+			delivery_complete(&result);
+		delivery_persist();
 	}
 }

@@ -1,0 +1,948 @@
+/*-------------------------------------------------------------------------
+ * delivery.c
+ *		The relay's delivery state machine, per endpoint.
+ *
+ * Progress is a cursor over the gap-free message log (see gapless.c):
+ * every message with id <= cursor is delivered, dead, parked in
+ * outbox._deliveries, or does not match the endpoint's topics; done_ahead
+ * lists the ids beyond the cursor already delivered.  A successful delivery
+ * therefore writes nothing per message: the cursor and done_ahead are saved
+ * in one short transaction per loop, after the 2xx (at-least-once: a crash
+ * repeats at most the requests in flight).
+ *
+ * In memory, each endpoint keeps a queue, in id order, of the messages it
+ * fetched and has not finished.  A message is sent when
+ *   - it is due (retries wait out their backoff, and any Retry-After),
+ *   - on an ordered endpoint, no earlier unfinished message has its key
+ *     (so a batch never carries two messages of one key),
+ *   - the endpoint is not paused, its circuit is not open (half-open: one
+ *     probe), it has fewer than max_in_flight requests out, and its token
+ *     bucket (rate_limit_per_sec) has a token per message.
+ * A retryable failure (transport error, timeout, 408, 429, 5xx, 3xx) parks
+ * the message in outbox._deliveries with the next attempt after a full-
+ * jitter backoff, min(backoff_max_ms, backoff_base_ms * 2^attempt) * random;
+ * other 4xx, and the last attempt, dead-letter it; 410 also pauses the
+ * endpoint.  Messages queued behind a parked key are parked as well, so the
+ * cursor never waits for a retry.
+ *
+ * Circuit breaker: after BREAKER_THRESHOLD consecutive failed requests the
+ * endpoint opens for a cool-down (1 s doubling to 60 s), then lets a single
+ * probe through (half-open) and closes on its success.
+ *
+ * Nothing here holds a transaction across HTTP: delivery_fetch,
+ * delivery_reload and delivery_persist each run one short transaction;
+ * delivery_send and delivery_complete run outside any.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "common/pg_prng.h"
+#include "executor/spi.h"
+#include "lib/ilist.h"
+#include "lib/stringinfo.h"
+#include "pgstat.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/xid8.h"
+
+#include "outbox.h"
+
+#define FETCH_BATCH			1000	/* messages read per endpoint per fetch */
+#define BREAKER_THRESHOLD	5
+#define BREAKER_MAX_MS		60000
+#define HORIZON_RETRY_MS	100		/* re-read while a running transaction holds the log */
+
+typedef struct Pending
+{
+	dlist_node	node;
+	WebhookMessage msg;
+	int			attempts;		/* attempts made so far */
+	TimestampTz due;			/* not before; 0 = now */
+	bool		waiting_key;	/* parked behind an earlier message with its key */
+	bool		parked;			/* has a 'retry' row in outbox._deliveries */
+	bool		in_flight;
+	bool		save;			/* its _deliveries row must be written */
+	int			last_status;
+	char	   *last_error;
+} Pending;
+
+typedef enum BreakerState
+{
+	BREAKER_CLOSED,
+	BREAKER_OPEN,
+	BREAKER_HALF_OPEN
+} BreakerState;
+
+typedef struct Endpoint
+{
+	int			id;
+	char	   *name;
+	char	   *url;
+	WebhookEndpoint wh;			/* signing keys and headers */
+	List	   *patterns;		/* topic patterns (char *) */
+	int			max_attempts;
+	int			backoff_base_ms;
+	int			backoff_max_ms;
+	int			timeout_ms;
+	int			max_in_flight;
+	int			rate_limit;		/* messages per second, 0 = unlimited */
+	int			batch_size;
+	bool		ordered;
+	bool		paused;
+	bool		pause_now;		/* a 410 asks to pause it */
+	bool		dropped;		/* gone from the catalog; freed when idle */
+
+	int64		cursor;
+	int64		fetched;		/* highest id read from the log */
+	int64	   *done;			/* ids > cursor already delivered, unsorted */
+	int			ndone;
+	int			maxdone;
+	int64	   *forget;			/* ids whose _deliveries row must go */
+	int			nforget;
+	int			maxforget;
+	List	   *dead;			/* Pending *, dead-lettered, to save */
+	dlist_head	queue;
+	int			queued;
+	int			in_flight;
+	bool		more;			/* the last fetch filled its batch */
+	TimestampTz refetch_at;		/* the horizon held the last fetch back */
+	bool		dirty;
+
+	BreakerState breaker;
+	int			failures;		/* consecutive failed requests */
+	int			trips;
+	TimestampTz open_until;
+
+	double		tokens;
+	TimestampTz tokens_at;
+
+	MemoryContext cxt;
+} Endpoint;
+
+/* One request in flight: the endpoint and its messages. */
+typedef struct Request
+{
+	Endpoint   *ep;
+	int			n;
+	Pending    *items[FLEXIBLE_ARRAY_MEMBER];
+} Request;
+
+static List *endpoints = NIL;	/* Endpoint * */
+static MemoryContext delivery_cxt = NULL;
+
+static OutboxPlan plan_endpoints = {
+	"SELECT id, name, url, topics, secret, headers::text, paused, cursor_id, done_ahead,"
+	" (options->>'max_attempts')::int, (options->>'backoff_base_ms')::int,"
+	" (options->>'backoff_max_ms')::int, (options->>'timeout_ms')::int,"
+	" (options->>'max_in_flight')::int, (options->>'rate_limit_per_sec')::int,"
+	" (options->>'batch_size')::int, (options->>'ordered')::boolean"
+	" FROM outbox._endpoints",
+	0, {0}
+};
+static OutboxPlan plan_parked = {
+	"SELECT d.message_id, d.attempts, d.next_attempt_at, m.topic, m.key,"
+	" m.payload::text, m.headers::text, m.created_at"
+	" FROM outbox._deliveries d JOIN outbox._messages m ON m.id = d.message_id"
+	" WHERE d.endpoint_id = $1 AND d.state = 'retry' ORDER BY d.message_id",
+	1, {INT4OID}
+};
+static OutboxPlan plan_fetch = {
+	"SELECT id, topic, key, payload::text, headers::text, created_at, xmark"
+	" FROM outbox._messages WHERE id > $1 ORDER BY id LIMIT $2",
+	2, {INT8OID, INT4OID}
+};
+static OutboxPlan plan_save_cursor = {
+	"UPDATE outbox._endpoints SET cursor_id = $2, done_ahead = $3,"
+	" paused = paused OR $4 WHERE id = $1",
+	4, {INT4OID, INT8OID, INT8ARRAYOID, BOOLOID}
+};
+static OutboxPlan plan_save_deliveries = {
+	"INSERT INTO outbox._deliveries AS d"
+	" (endpoint_id, message_id, state, attempts, next_attempt_at, last_status, last_error, updated_at)"
+	" SELECT $1, u.id, u.state, u.attempts, u.next_at, u.status, u.error, now()"
+	" FROM unnest($2::int8[], $3::text[], $4::int4[], $5::timestamptz[], $6::int4[], $7::text[])"
+	"   AS u(id, state, attempts, next_at, status, error)"
+	" ON CONFLICT (endpoint_id, message_id) DO UPDATE SET state = excluded.state,"
+	" attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at,"
+	" last_status = excluded.last_status, last_error = excluded.last_error, updated_at = now()",
+	7, {INT4OID, INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID, INT4ARRAYOID, TEXTARRAYOID}
+};
+static OutboxPlan plan_forget_deliveries = {
+	"DELETE FROM outbox._deliveries WHERE endpoint_id = $1 AND message_id = ANY ($2)",
+	2, {INT4OID, INT8ARRAYOID}
+};
+
+/* ---- transactions ---- */
+
+static OutboxSpi xact_spi;
+static MemoryContext xact_caller_cxt;
+
+/* Start a short transaction; delivery_end commits it and returns to the caller's context. */
+static void
+delivery_begin(const char *activity)
+{
+	xact_caller_cxt = CurrentMemoryContext;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+	xact_spi = (OutboxSpi) OUTBOX_SPI_INIT;
+	outbox_spi_begin(&xact_spi);
+}
+
+static void
+delivery_end(void)
+{
+	outbox_spi_end(&xact_spi);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(xact_caller_cxt);
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+static char *
+spi_text(HeapTuple tup, int col)
+{
+	return SPI_getvalue(tup, SPI_tuptable->tupdesc, col);
+}
+
+static Datum
+spi_datum(HeapTuple tup, int col, bool *isnull)
+{
+	return SPI_getbinval(tup, SPI_tuptable->tupdesc, col, isnull);
+}
+
+/* ---- topic patterns ---- */
+
+static bool
+topic_matches(List *patterns, const char *topic)
+{
+	ListCell   *lc;
+
+	foreach(lc, patterns)
+	{
+		const char *p = lfirst(lc);
+		size_t		len = strlen(p);
+
+		if (len > 0 && p[len - 1] == '*' ? strncmp(topic, p, len - 1) == 0 : strcmp(topic, p) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* ---- small growable arrays of ids ---- */
+
+static ArrayType *
+int64_array(int64 *ids, int n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		d[i] = Int64GetDatum(ids[i]);
+	return construct_array(d, n, INT8OID, 8, true, TYPALIGN_DOUBLE);
+}
+
+static void
+ids_add(int64 **ids, int *n, int *max, int64 id)
+{
+	if (*n == *max)
+	{
+		*max = Max(16, *max * 2);
+		*ids = *ids ? repalloc(*ids, sizeof(int64) * *max) : palloc(sizeof(int64) * *max);
+	}
+	(*ids)[(*n)++] = id;
+}
+
+static bool
+ids_contains(int64 *ids, int n, int64 id)
+{
+	for (int i = 0; i < n; i++)
+		if (ids[i] == id)
+			return true;
+	return false;
+}
+
+/* ---- loading ---- */
+
+/* Forget an endpoint; memory lives in delivery_cxt and its own context. */
+static void
+endpoint_free(Endpoint *ep)
+{
+	MemoryContext old = MemoryContextSwitchTo(delivery_cxt);
+
+	endpoints = list_delete_ptr(endpoints, ep);
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(ep->cxt);
+	pfree(ep);
+}
+
+
+static Endpoint *
+endpoint_by_id(int id)
+{
+	ListCell   *lc;
+
+	foreach(lc, endpoints)
+		if (((Endpoint *) lfirst(lc))->id == id)
+			return lfirst(lc);
+	return NULL;
+}
+
+static Pending *
+pending_new(Endpoint *ep, int64 id, HeapTuple tup, int first)
+{
+	Pending    *p = MemoryContextAllocZero(ep->cxt, sizeof(Pending));
+	MemoryContext old = MemoryContextSwitchTo(ep->cxt);
+	bool		isnull;
+
+	p->msg.id = id;
+	p->msg.topic = spi_text(tup, first);
+	p->msg.key = spi_text(tup, first + 1);
+	p->msg.payload = spi_text(tup, first + 2);
+	p->msg.headers = spi_text(tup, first + 3);
+	p->msg.created_at = DatumGetTimestampTz(spi_datum(tup, first + 4, &isnull));
+	MemoryContextSwitchTo(old);
+	return p;
+}
+
+static void
+pending_free(Endpoint *ep, Pending *p)
+{
+	dlist_delete(&p->node);
+	ep->queued--;
+	pfree(p->msg.topic);
+	if (p->msg.key)
+		pfree(p->msg.key);
+	pfree(p->msg.payload);
+	if (p->msg.headers)
+		pfree(p->msg.headers);
+	pfree(p);
+}
+
+/* Insert p into ep's queue, keeping id order (parked ones come first, in order). */
+static void
+queue_insert(Endpoint *ep, Pending *p)
+{
+	dlist_iter	it;
+
+	ep->queued++;
+	dlist_reverse_foreach(it, &ep->queue)
+	{
+		Pending    *q = dlist_container(Pending, node, it.cur);
+
+		if (q->msg.id < p->msg.id)
+		{
+			dlist_insert_after(it.cur, &p->node);
+			return;
+		}
+	}
+	dlist_push_head(&ep->queue, &p->node);
+}
+
+static void
+endpoint_load_parked(Endpoint *ep)
+{
+	Datum		args[1] = {Int32GetDatum(ep->id)};
+	uint64		n = outbox_spi_run(&plan_parked, args, NULL, true, 0, SPI_OK_SELECT);
+
+	for (uint64 i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		bool		isnull;
+		Pending    *p = pending_new(ep, DatumGetInt64(spi_datum(tup, 1, &isnull)), tup, 4);
+		Datum		due = spi_datum(tup, 3, &isnull);
+
+		p->attempts = DatumGetInt32(spi_datum(tup, 2, &isnull));
+		p->parked = true;
+		p->waiting_key = isnull;
+		p->due = isnull ? 0 : DatumGetTimestampTz(due);
+		queue_insert(ep, p);
+	}
+}
+
+/*
+ * Load the endpoint configuration; called when its generation changed.
+ * Runs one transaction.  Endpoints keep their queues and in-flight requests
+ * across a reload; new ones start from their saved cursor and parked rows.
+ */
+void
+delivery_reload(void)
+{
+	uint64		n;
+	ListCell   *lc;
+	List	   *fresh_ones;
+
+	if (delivery_cxt == NULL)
+		delivery_cxt = AllocSetContextCreate(TopMemoryContext, "outbox delivery",
+											 ALLOCSET_DEFAULT_SIZES);
+	delivery_begin("outbox: loading endpoints");
+	foreach(lc, endpoints)
+		((Endpoint *) lfirst(lc))->dropped = true;
+
+	n = outbox_spi_run(&plan_endpoints, NULL, NULL, true, 0, SPI_OK_SELECT);
+	fresh_ones = NIL;
+	for (uint64 i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		bool		isnull;
+		int			id = DatumGetInt32(spi_datum(tup, 1, &isnull));
+		Endpoint   *ep = endpoint_by_id(id);
+		bool		fresh = (ep == NULL);
+		MemoryContext old;
+		Datum		d;
+
+		if (fresh)
+		{
+			ep = MemoryContextAllocZero(delivery_cxt, sizeof(Endpoint));
+			ep->id = id;
+			ep->cxt = AllocSetContextCreate(delivery_cxt, "outbox endpoint", ALLOCSET_DEFAULT_SIZES);
+			dlist_init(&ep->queue);
+			ep->more = true;
+			ep->tokens_at = GetCurrentTimestamp();
+			old = MemoryContextSwitchTo(delivery_cxt);
+			endpoints = lappend(endpoints, ep);
+			MemoryContextSwitchTo(old);
+		}
+		ep->dropped = false;
+		old = MemoryContextSwitchTo(ep->cxt);
+		ep->name = spi_text(tup, 2);
+		ep->url = spi_text(tup, 3);
+		ep->patterns = NIL;
+		{
+			ArrayType  *arr = DatumGetArrayTypeP(spi_datum(tup, 4, &isnull));
+			Datum	   *elems;
+			int			nelems;
+
+			deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, NULL, &nelems);
+			for (int j = 0; j < nelems; j++)
+				ep->patterns = lappend(ep->patterns, TextDatumGetCString(elems[j]));
+		}
+		ep->wh.keys = NIL;
+		d = spi_datum(tup, 5, &isnull);
+		if (!isnull)
+		{
+			char	   *secrets = TextDatumGetCString(d);
+			char	   *tok;
+			char	   *save;
+
+			for (tok = strtok_r(secrets, " \t\n", &save); tok; tok = strtok_r(NULL, " \t\n", &save))
+				ep->wh.keys = lappend(ep->wh.keys, webhook_key(tok));
+		}
+		ep->wh.headers = spi_text(tup, 6);
+		ep->paused = DatumGetBool(spi_datum(tup, 7, &isnull));
+		ep->max_attempts = DatumGetInt32(spi_datum(tup, 10, &isnull));
+		ep->backoff_base_ms = DatumGetInt32(spi_datum(tup, 11, &isnull));
+		ep->backoff_max_ms = DatumGetInt32(spi_datum(tup, 12, &isnull));
+		ep->timeout_ms = DatumGetInt32(spi_datum(tup, 13, &isnull));
+		ep->max_in_flight = DatumGetInt32(spi_datum(tup, 14, &isnull));
+		ep->rate_limit = DatumGetInt32(spi_datum(tup, 15, &isnull));
+		ep->batch_size = DatumGetInt32(spi_datum(tup, 16, &isnull));
+		ep->ordered = DatumGetBool(spi_datum(tup, 17, &isnull));
+		if (fresh)
+		{
+			ArrayType  *arr = DatumGetArrayTypeP(spi_datum(tup, 9, &isnull));
+			Datum	   *elems;
+			int			nelems;
+
+			ep->cursor = ep->fetched = DatumGetInt64(spi_datum(tup, 8, &isnull));
+			deconstruct_array(arr, INT8OID, 8, true, TYPALIGN_DOUBLE, &elems, NULL, &nelems);
+			for (int j = 0; j < nelems; j++)
+			{
+				int64		id = DatumGetInt64(elems[j]);
+
+				ids_add(&ep->done, &ep->ndone, &ep->maxdone, id);
+				ep->fetched = Max(ep->fetched, id);
+			}
+			fresh_ones = lappend(fresh_ones, ep);
+		}
+		MemoryContextSwitchTo(old);
+	}
+	foreach(lc, fresh_ones)
+		endpoint_load_parked(lfirst(lc));
+	delivery_end();
+
+	/* endpoints that left the catalog go once their requests are back */
+	foreach(lc, endpoints)
+	{
+		Endpoint   *ep = lfirst(lc);
+
+		if (ep->dropped && ep->in_flight == 0)
+		{
+			endpoint_free(ep);
+			break;				/* the list changed; the rest go next time */
+		}
+	}
+}
+
+/* ---- reading the log ---- */
+
+/*
+ * Read the next messages of the log for every endpoint that has room, in one
+ * transaction.  Gap-free: stops at the first message a running transaction
+ * could still precede (gapless.c), and tries again shortly.
+ */
+void
+delivery_fetch(bool woken)
+{
+	ListCell   *lc;
+	TimestampTz now = GetCurrentTimestamp();
+	bool		began = false;
+
+	foreach(lc, endpoints)
+	{
+		Endpoint   *ep = lfirst(lc);
+		Datum		args[2];
+		FullTransactionId horizon;
+		uint64		n;
+		uint64		i;
+
+		if (ep->dropped || ep->paused || ep->queued >= 2 * ep->max_in_flight * ep->batch_size)
+			continue;
+		if (!woken && !ep->more && (ep->refetch_at == 0 || now < ep->refetch_at))
+			continue;
+		if (!began)
+			delivery_begin("outbox: reading messages");
+		began = true;
+
+		args[0] = Int64GetDatum(ep->fetched);
+		args[1] = Int32GetDatum(FETCH_BATCH);
+		horizon = gapless_horizon();
+		n = outbox_spi_run(&plan_fetch, args, NULL, true, 0, SPI_OK_SELECT);
+		ep->refetch_at = 0;
+		for (i = 0; i < n; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			bool		isnull;
+			int64		id = DatumGetInt64(spi_datum(tup, 1, &isnull));
+
+			if (FullTransactionIdFollows(DatumGetFullTransactionId(spi_datum(tup, 7, &isnull)), horizon))
+			{
+				ep->refetch_at = TimestampTzPlusMilliseconds(now, HORIZON_RETRY_MS);
+				break;
+			}
+			ep->fetched = id;
+			if (ids_contains(ep->done, ep->ndone, id) ||
+				!topic_matches(ep->patterns, spi_text(tup, 2)))
+				continue;
+			{
+				bool		parked = false;
+				dlist_iter	it;
+
+				/* a parked message may already be queued (loaded at start) */
+				dlist_foreach(it, &ep->queue)
+					if (dlist_container(Pending, node, it.cur)->msg.id == id)
+						parked = true;
+				if (!parked)
+					queue_insert(ep, pending_new(ep, id, tup, 2));
+			}
+		}
+		ep->more = (n == FETCH_BATCH && i == n);
+		ep->dirty = true;		/* the cursor may pass non-matching messages */
+	}
+	if (began)
+		delivery_end();
+}
+
+/* ---- sending ---- */
+
+static bool
+endpoint_take_token(Endpoint *ep, TimestampTz now)
+{
+	if (ep->rate_limit == 0)
+		return true;
+	ep->tokens = Min((double) ep->rate_limit,
+					 ep->tokens + ep->rate_limit * (double) (now - ep->tokens_at) / USECS_PER_SEC);
+	ep->tokens_at = now;
+	if (ep->tokens < 1.0)
+		return false;
+	ep->tokens -= 1.0;
+	return true;
+}
+
+/* Is key held by an earlier unfinished message (other than those in batch)? */
+static bool
+key_blocked(List *held_keys, const char *key)
+{
+	ListCell   *lc;
+
+	foreach(lc, held_keys)
+		if (strcmp(lfirst(lc), key) == 0)
+			return true;
+	return false;
+}
+
+static void delivery_submit(Request *req);
+
+static void
+endpoint_send(Endpoint *ep, TimestampTz now)
+{
+	dlist_iter	it;
+	List	   *held = NIL;		/* keys of earlier unfinished messages */
+	Request    *req = NULL;
+	int			limit;
+
+	if (ep->dropped || ep->paused)
+		return;
+	if (ep->breaker == BREAKER_OPEN)
+	{
+		if (now < ep->open_until)
+			return;
+		ep->breaker = BREAKER_HALF_OPEN;
+	}
+	limit = ep->breaker == BREAKER_HALF_OPEN ? 1 : ep->max_in_flight;
+
+	dlist_foreach(it, &ep->queue)
+	{
+		Pending    *p = dlist_container(Pending, node, it.cur);
+		bool		blocked = ep->ordered && p->msg.key && key_blocked(held, p->msg.key);
+
+		if (ep->ordered && p->msg.key && !blocked)
+			held = lappend(held, p->msg.key);
+		if (p->in_flight || blocked || (p->due != 0 && now < p->due))
+			continue;
+		if (req == NULL)
+		{
+			if (ep->in_flight >= limit)
+				break;
+			req = MemoryContextAlloc(delivery_cxt, offsetof(Request, items) + sizeof(Pending *) * ep->batch_size);
+			req->ep = ep;
+			req->n = 0;
+		}
+		if (!endpoint_take_token(ep, now))
+			break;
+		p->in_flight = true;
+		req->items[req->n++] = p;
+		if (req->n == ep->batch_size)
+		{
+			delivery_submit(req);
+			req = NULL;
+		}
+	}
+	if (req && req->n > 0)
+		delivery_submit(req);
+	list_free(held);
+}
+
+/*
+ * Build and start the HTTP request for req.  No transaction.  The Request
+ * itself is allocated in delivery_cxt: it lives until its result is back.
+ */
+static void
+delivery_submit(Request *req)
+{
+	Endpoint   *ep = req->ep;
+	WebhookMessage **msgs = palloc(sizeof(WebhookMessage *) * req->n);
+	StringInfoData body;
+	List	   *headers;
+
+	for (int i = 0; i < req->n; i++)
+		msgs[i] = &req->items[i]->msg;
+	initStringInfo(&body);
+	headers = webhook_build(&ep->wh, msgs, req->n, &body);
+	/* body and headers live in the relay's per-loop context; curl copies them */
+	http_post(req, ep->url, headers, body.data, body.len, ep->timeout_ms);
+	ep->in_flight++;
+}
+
+void
+delivery_send(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	ListCell   *lc;
+
+	foreach(lc, endpoints)
+		endpoint_send(lfirst(lc), now);
+}
+
+/* ---- results ---- */
+
+static bool
+status_retryable(int status)
+{
+	return status == 0 || status == 408 || status == 429 || status >= 500 ||
+		(status >= 300 && status < 400);
+}
+
+/* full jitter: a random delay up to min(cap, base * 2^(attempt - 1)) */
+static TimestampTz
+backoff_until(Endpoint *ep, int attempt, long retry_after_ms, TimestampTz now)
+{
+	double		ceiling = Min((double) ep->backoff_max_ms,
+							  ep->backoff_base_ms * pow(2.0, Min(attempt - 1, 40)));
+	double		delay = pg_prng_double(&pg_global_prng_state) * ceiling;
+
+	if (retry_after_ms >= 0)
+		delay = Max(delay, (double) retry_after_ms);
+	return TimestampTzPlusMilliseconds(now, (int64) delay);
+}
+
+
+/* A request finished: record its outcome in memory.  No transaction. */
+void
+delivery_complete(HttpResult *r)
+{
+	Request    *req = r->owner;
+	Endpoint   *ep = req->ep;
+	TimestampTz now = GetCurrentTimestamp();
+	bool		ok = r->status >= 200 && r->status < 300;
+
+	ep->in_flight--;
+	ep->dirty = true;
+	if (ok)
+	{
+		ep->failures = 0;
+		ep->trips = 0;
+		ep->breaker = BREAKER_CLOSED;
+	}
+	else if (ep->breaker == BREAKER_HALF_OPEN || ++ep->failures >= BREAKER_THRESHOLD)
+	{
+		ep->breaker = BREAKER_OPEN;
+		ep->trips++;
+		ep->open_until = TimestampTzPlusMilliseconds(now, Min(BREAKER_MAX_MS, 1000L << Min(ep->trips - 1, 6)));
+	}
+	if (r->status == 410)
+		ep->paused = ep->pause_now = true;
+
+	for (int i = 0; i < req->n; i++)
+	{
+		Pending    *p = req->items[i];
+
+		p->in_flight = false;
+		if (ok)
+		{
+			MemoryContext old = MemoryContextSwitchTo(ep->cxt);
+
+			if (p->parked)
+				ids_add(&ep->forget, &ep->nforget, &ep->maxforget, p->msg.id);
+			ids_add(&ep->done, &ep->ndone, &ep->maxdone, p->msg.id);
+			MemoryContextSwitchTo(old);
+			pending_free(ep, p);
+			continue;
+		}
+		p->attempts++;
+		p->last_status = r->status;
+		if (p->last_error)
+			pfree(p->last_error);
+		p->last_error = MemoryContextStrdup(ep->cxt, r->error);
+		p->save = true;
+		if (status_retryable(r->status) && p->attempts < ep->max_attempts)
+		{
+			p->parked = true;
+			p->waiting_key = false;
+			p->due = backoff_until(ep, p->attempts, r->retry_after_ms, now);
+		}
+		else
+		{
+			MemoryContext old = MemoryContextSwitchTo(ep->cxt);
+
+			/* dead: out of the queue, saved by the next persist */
+			dlist_delete(&p->node);
+			ep->queued--;
+			ep->dead = lappend(ep->dead, p);
+			MemoryContextSwitchTo(old);
+		}
+	}
+	pfree(req);
+	if (ep->dropped && ep->in_flight == 0)
+		endpoint_free(ep);
+}
+
+/* ---- saving progress ---- */
+
+/*
+ * On an ordered endpoint, messages queued behind a parked message with the
+ * same key are parked as well (next attempt NULL: after their predecessor),
+ * so that the cursor can pass them.
+ */
+static void
+endpoint_park_followers(Endpoint *ep)
+{
+	dlist_iter	it;
+	List	   *parked_keys = NIL;
+
+	if (!ep->ordered)
+		return;
+	dlist_foreach(it, &ep->queue)
+	{
+		Pending    *p = dlist_container(Pending, node, it.cur);
+
+		if (p->msg.key == NULL)
+			continue;
+		if (p->parked)
+			parked_keys = lappend(parked_keys, p->msg.key);
+		else if (!p->in_flight && key_blocked(parked_keys, p->msg.key))
+		{
+			p->parked = p->waiting_key = p->save = true;
+			p->due = 0;
+		}
+	}
+	list_free(parked_keys);
+}
+
+/* Save the progress of every endpoint that moved, in one transaction. */
+void
+delivery_persist(void)
+{
+	ListCell   *lc;
+	bool		began = false;
+
+	foreach(lc, endpoints)
+	{
+		Endpoint   *ep = lfirst(lc);
+		dlist_iter	it;
+		int64		cursor = ep->fetched;
+		int			keep = 0;
+		List	   *rows = NIL;
+		Datum		args[7];
+
+		if (!ep->dirty || ep->dropped)
+			continue;
+		endpoint_park_followers(ep);
+		dlist_foreach(it, &ep->queue)
+		{
+			Pending    *p = dlist_container(Pending, node, it.cur);
+
+			if (!p->parked && p->msg.id - 1 < cursor)
+				cursor = p->msg.id - 1;
+			if (p->save)
+				rows = lappend(rows, p);
+		}
+		cursor = Max(cursor, ep->cursor);
+		for (int i = 0; i < ep->ndone; i++)
+			if (ep->done[i] > cursor)
+				ep->done[keep++] = ep->done[i];
+		ep->ndone = keep;
+		ep->cursor = cursor;
+
+		if (!began)
+			delivery_begin("outbox: saving delivery progress");
+		began = true;
+
+		args[0] = Int32GetDatum(ep->id);
+		args[1] = Int64GetDatum(cursor);
+		args[2] = PointerGetDatum(int64_array(ep->done, ep->ndone));
+		args[3] = BoolGetDatum(ep->pause_now);
+		outbox_spi_run(&plan_save_cursor, args, NULL, false, 0, SPI_OK_UPDATE);
+
+		rows = list_concat(rows, ep->dead);
+		if (rows != NIL)
+		{
+			int			n = list_length(rows);
+			Datum	   *ids = palloc(sizeof(Datum) * n);
+			Datum	   *states = palloc(sizeof(Datum) * n);
+			Datum	   *attempts = palloc(sizeof(Datum) * n);
+			Datum	   *next_at = palloc(sizeof(Datum) * n);
+			bool	   *next_null = palloc(sizeof(bool) * n);
+			Datum	   *status = palloc(sizeof(Datum) * n);
+			Datum	   *errors = palloc(sizeof(Datum) * n);
+			int			dims[1] = {n};
+			int			lbs[1] = {1};
+			int			i = 0;
+
+			for (ListCell *rc = list_head(rows); rc; rc = lnext(rows, rc), i++)
+			{
+				Pending    *p = lfirst(rc);
+				bool		dead = list_member_ptr(ep->dead, p);
+
+				ids[i] = Int64GetDatum(p->msg.id);
+				states[i] = CStringGetTextDatum(dead ? "dead" : "retry");
+				attempts[i] = Int32GetDatum(p->attempts);
+				next_null[i] = dead || p->waiting_key;
+				next_at[i] = TimestampTzGetDatum(p->due);
+				status[i] = Int32GetDatum(p->last_status);
+				errors[i] = CStringGetTextDatum(p->last_error ? p->last_error : "");
+				p->save = false;
+			}
+			args[1] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, true, TYPALIGN_DOUBLE));
+			args[2] = PointerGetDatum(construct_array(states, n, TEXTOID, -1, false, TYPALIGN_INT));
+			args[3] = PointerGetDatum(construct_array(attempts, n, INT4OID, 4, true, TYPALIGN_INT));
+			args[4] = PointerGetDatum(construct_md_array(next_at, next_null, 1, dims, lbs,
+														 TIMESTAMPTZOID, 8, true, TYPALIGN_DOUBLE));
+			args[5] = PointerGetDatum(construct_array(status, n, INT4OID, 4, true, TYPALIGN_INT));
+			args[6] = PointerGetDatum(construct_array(errors, n, TEXTOID, -1, false, TYPALIGN_INT));
+			outbox_spi_run(&plan_save_deliveries, args, NULL, false, 0, SPI_OK_INSERT);
+		}
+		if (ep->nforget > 0)
+		{
+			args[1] = PointerGetDatum(int64_array(ep->forget, ep->nforget));
+			outbox_spi_run(&plan_forget_deliveries, args, NULL, false, 0, SPI_OK_DELETE);
+		}
+	}
+	if (!began)
+		return;
+	delivery_end();
+
+	/* committed: drop what is now saved */
+	foreach(lc, endpoints)
+	{
+		Endpoint   *ep = lfirst(lc);
+		ListCell   *dc;
+
+		if (!ep->dirty)
+			continue;
+		foreach(dc, ep->dead)
+		{
+			Pending    *p = lfirst(dc);
+
+			pfree(p->msg.topic);
+			pfree(p->msg.payload);
+			pfree(p);
+		}
+		list_free(ep->dead);
+		ep->dead = NIL;
+		ep->nforget = 0;
+		ep->pause_now = false;
+		ep->dirty = false;
+	}
+}
+
+/* ms until the next scheduled work (a retry, a probe, a re-read), or -1. */
+long
+delivery_next_timeout(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz next = 0;
+	ListCell   *lc;
+
+	foreach(lc, endpoints)
+	{
+		Endpoint   *ep = lfirst(lc);
+		dlist_iter	it;
+
+		if (ep->dropped || ep->paused)
+			continue;
+		if (ep->refetch_at != 0 && (next == 0 || ep->refetch_at < next))
+			next = ep->refetch_at;
+		if (ep->breaker == BREAKER_OPEN && ep->queued > 0)
+		{
+			if (next == 0 || ep->open_until < next)
+				next = ep->open_until;
+			continue;
+		}
+		if (ep->rate_limit > 0 && ep->queued > ep->in_flight && ep->tokens < 1.0)
+		{
+			TimestampTz t = TimestampTzPlusMilliseconds(now, 1000 / ep->rate_limit + 1);
+
+			if (next == 0 || t < next)
+				next = t;
+		}
+		dlist_foreach(it, &ep->queue)
+		{
+			Pending    *p = dlist_container(Pending, node, it.cur);
+
+			if (!p->in_flight && p->due > now && (next == 0 || p->due < next))
+				next = p->due;
+		}
+	}
+	if (next == 0)
+		return -1;
+	return Max(0, TimestampDifferenceMilliseconds(now, next));
+}
