@@ -22,6 +22,15 @@ ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation \
                  --temp-instance=tmp_check_iso --temp-config=$(srcdir)/test/outbox.conf
 
 TAP_TESTS   = 1
+
+# The webhook receiver the TAP tests and benchmarks deliver to (needs libssl-dev).
+RECEIVER    = test/receiver/receiver
+EXTRA_CLEAN = $(RECEIVER)
+
+all: $(RECEIVER)
+
+$(RECEIVER): test/receiver/receiver.c
+	$(MAKE) -C test/receiver
 PROVE_TESTS = test/t/*.pl
 
 # No LLVM bitcode: it needs clang, which a fresh machine does not have.

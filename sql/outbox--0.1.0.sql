@@ -355,7 +355,7 @@ COMMENT ON FUNCTION outbox.create_endpoint(text, text, text[], text, jsonb, json
 CREATE FUNCTION outbox.alter_endpoint(name text, changes jsonb) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    eid int := outbox._endpoint_id(name);
+    eid int := outbox._endpoint_id(alter_endpoint.name);
     k text;
 BEGIN
     IF changes IS NULL THEN
@@ -407,7 +407,7 @@ COMMENT ON FUNCTION outbox.alter_endpoint(text, jsonb) IS
 CREATE FUNCTION outbox.drop_endpoint(name text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    DELETE FROM outbox._endpoints WHERE id = outbox._endpoint_id(name);
+    DELETE FROM outbox._endpoints WHERE id = outbox._endpoint_id(drop_endpoint.name);
     PERFORM outbox._notify_relay();
 END
 $$;
@@ -416,7 +416,8 @@ COMMENT ON FUNCTION outbox.drop_endpoint(text) IS 'remove an endpoint, its retri
 CREATE FUNCTION outbox._set_paused(name text, paused boolean) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    UPDATE outbox._endpoints SET paused = _set_paused.paused WHERE id = outbox._endpoint_id(name);
+    UPDATE outbox._endpoints SET paused = _set_paused.paused
+     WHERE id = outbox._endpoint_id(_set_paused.name);
     PERFORM outbox._notify_relay();
 END
 $$;

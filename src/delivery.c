@@ -111,9 +111,10 @@ typedef struct Endpoint
 	dlist_head	queue;
 	int			queued;
 	int			in_flight;
-	bool		more;			/* the last fetch filled its batch */
+	bool		want_fetch;		/* the log may have messages we have not read */
 	TimestampTz refetch_at;		/* the horizon held the last fetch back */
-	bool		dirty;
+	bool		dirty;			/* may have progress to save */
+	bool		done_changed;	/* done grew since the last save */
 
 	BreakerState breaker;
 	int			failures;		/* consecutive failed requests */
@@ -347,6 +348,21 @@ queue_insert(Endpoint *ep, Pending *p)
 	dlist_push_head(&ep->queue, &p->node);
 }
 
+static bool
+queue_contains(Endpoint *ep, int64 id)
+{
+	dlist_iter	it;
+
+	dlist_foreach(it, &ep->queue)
+		if (dlist_container(Pending, node, it.cur)->msg.id == id)
+			return true;
+	return false;
+}
+
+/*
+ * Queue the endpoint's parked deliveries that are not queued yet: all of
+ * them at start, those re-queued by outbox.redeliver later.
+ */
 static void
 endpoint_load_parked(Endpoint *ep)
 {
@@ -357,8 +373,14 @@ endpoint_load_parked(Endpoint *ep)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		bool		isnull;
-		Pending    *p = pending_new(ep, DatumGetInt64(spi_datum(tup, 1, &isnull)), tup, 4);
-		Datum		due = spi_datum(tup, 3, &isnull);
+		int64		id = DatumGetInt64(spi_datum(tup, 1, &isnull));
+		Pending    *p;
+		Datum		due;
+
+		if (queue_contains(ep, id))
+			continue;
+		p = pending_new(ep, id, tup, 4);
+		due = spi_datum(tup, 3, &isnull);
 
 		p->attempts = DatumGetInt32(spi_datum(tup, 2, &isnull));
 		p->parked = true;
@@ -378,7 +400,7 @@ delivery_reload(void)
 {
 	uint64		n;
 	ListCell   *lc;
-	List	   *fresh_ones;
+	List	   *reloaded;
 
 	if (delivery_cxt == NULL)
 		delivery_cxt = AllocSetContextCreate(TopMemoryContext, "outbox delivery",
@@ -388,7 +410,7 @@ delivery_reload(void)
 		((Endpoint *) lfirst(lc))->dropped = true;
 
 	n = outbox_spi_run(&plan_endpoints, NULL, NULL, true, 0, SPI_OK_SELECT);
-	fresh_ones = NIL;
+	reloaded = NIL;
 	for (uint64 i = 0; i < n; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
@@ -405,7 +427,7 @@ delivery_reload(void)
 			ep->id = id;
 			ep->cxt = AllocSetContextCreate(delivery_cxt, "outbox endpoint", ALLOCSET_DEFAULT_SIZES);
 			dlist_init(&ep->queue);
-			ep->more = true;
+			ep->want_fetch = true;
 			ep->tokens_at = GetCurrentTimestamp();
 			old = MemoryContextSwitchTo(delivery_cxt);
 			endpoints = lappend(endpoints, ep);
@@ -461,11 +483,11 @@ delivery_reload(void)
 				ids_add(&ep->done, &ep->ndone, &ep->maxdone, id);
 				ep->fetched = Max(ep->fetched, id);
 			}
-			fresh_ones = lappend(fresh_ones, ep);
 		}
 		MemoryContextSwitchTo(old);
+		reloaded = lappend(reloaded, ep);
 	}
-	foreach(lc, fresh_ones)
+	foreach(lc, reloaded)
 		endpoint_load_parked(lfirst(lc));
 	delivery_end();
 
@@ -504,9 +526,11 @@ delivery_fetch(bool woken)
 		uint64		n;
 		uint64		i;
 
-		if (ep->dropped || ep->paused || ep->queued >= 2 * ep->max_in_flight * ep->batch_size)
-			continue;
-		if (!woken && !ep->more && (ep->refetch_at == 0 || now < ep->refetch_at))
+		if (woken || (ep->refetch_at != 0 && now >= ep->refetch_at))
+			ep->want_fetch = true;
+		/* a full queue reads later: want_fetch remembers it */
+		if (!ep->want_fetch || ep->dropped || ep->paused ||
+			ep->queued >= 2 * ep->max_in_flight * ep->batch_size)
 			continue;
 		if (!began)
 			delivery_begin("outbox: reading messages");
@@ -532,19 +556,11 @@ delivery_fetch(bool woken)
 			if (ids_contains(ep->done, ep->ndone, id) ||
 				!topic_matches(ep->patterns, spi_text(tup, 2)))
 				continue;
-			{
-				bool		parked = false;
-				dlist_iter	it;
-
-				/* a parked message may already be queued (loaded at start) */
-				dlist_foreach(it, &ep->queue)
-					if (dlist_container(Pending, node, it.cur)->msg.id == id)
-						parked = true;
-				if (!parked)
-					queue_insert(ep, pending_new(ep, id, tup, 2));
-			}
+			/* a parked message may be queued already (loaded at start) */
+			if (!queue_contains(ep, id))
+				queue_insert(ep, pending_new(ep, id, tup, 2));
 		}
-		ep->more = (n == FETCH_BATCH && i == n);
+		ep->want_fetch = (n == FETCH_BATCH && i == n);
 		ep->dirty = true;		/* the cursor may pass non-matching messages */
 	}
 	if (began)
@@ -723,6 +739,7 @@ delivery_complete(HttpResult *r)
 			if (p->parked)
 				ids_add(&ep->forget, &ep->nforget, &ep->maxforget, p->msg.id);
 			ids_add(&ep->done, &ep->ndone, &ep->maxdone, p->msg.id);
+			ep->done_changed = true;
 			MemoryContextSwitchTo(old);
 			pending_free(ep, p);
 			continue;
@@ -816,6 +833,13 @@ delivery_persist(void)
 				rows = lappend(rows, p);
 		}
 		cursor = Max(cursor, ep->cursor);
+		rows = list_concat(rows, ep->dead);
+		if (cursor == ep->cursor && !ep->done_changed && rows == NIL &&
+			ep->nforget == 0 && !ep->pause_now)
+		{
+			ep->dirty = false;	/* nothing moved */
+			continue;
+		}
 		for (int i = 0; i < ep->ndone; i++)
 			if (ep->done[i] > cursor)
 				ep->done[keep++] = ep->done[i];
@@ -832,7 +856,6 @@ delivery_persist(void)
 		args[3] = BoolGetDatum(ep->pause_now);
 		outbox_spi_run(&plan_save_cursor, args, NULL, false, 0, SPI_OK_UPDATE);
 
-		rows = list_concat(rows, ep->dead);
 		if (rows != NIL)
 		{
 			int			n = list_length(rows);
@@ -900,6 +923,7 @@ delivery_persist(void)
 		ep->dead = NIL;
 		ep->nforget = 0;
 		ep->pause_now = false;
+		ep->done_changed = false;
 		ep->dirty = false;
 	}
 }

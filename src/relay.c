@@ -12,6 +12,7 @@
  *   reload endpoints if their generation changed   (short transaction)
  *   read new messages for endpoints with room      (short transaction)
  *   start the requests that may go                 (no transaction)
+ *   save progress, if the fetch moved the cursor   (short transaction)
  *   wait: latch, postmaster death, sockets, or the next scheduled retry
  *   collect finished requests                      (no transaction)
  *   save progress                                  (short transaction)
@@ -124,6 +125,8 @@ outbox_relay_main(Datum arg)
 		woken = pg_atomic_exchange_u32(&my_slot->wake_pending, 0) != 0;
 		delivery_fetch(woken);
 		delivery_send();
+		/* a fetch may move the cursor past other topics: save before sleeping */
+		delivery_persist();
 
 		Assert(!IsTransactionState());
 		http_wait(delivery_next_timeout());

@@ -17,6 +17,7 @@ ensure_packages() {
     dpkg -s postgresql-15 >/dev/null 2>&1 || need+=(postgresql-15)
     dpkg -s libcurl4-openssl-dev >/dev/null 2>&1 || need+=(libcurl4-openssl-dev)
     dpkg -s libipc-run-perl >/dev/null 2>&1 || need+=(libipc-run-perl)
+    dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
     dpkg -s make >/dev/null 2>&1 || need+=(make)
     dpkg -s gcc >/dev/null 2>&1 || need+=(gcc)
     for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done

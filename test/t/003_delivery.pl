@@ -1,0 +1,191 @@
+# Webhook delivery against a real HTTP receiver (test/receiver): signatures,
+# retries with backoff, dead letters and redelivery, 410, per-key order under
+# random failures, a receiver that goes down, and SIGKILL of the relay and of
+# the postmaster in the middle of delivering 10,000 messages.
+use strict;
+use warnings;
+use lib 'test/t';
+use OutboxTest;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $secret = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw';
+my $old_secret = 'a-raw-secret-being-rotated-out';
+my $tmp = $PostgreSQL::Test::Utils::tmp_check;
+my $rx = start_receiver(log => "$tmp/receiver.log", secrets => [$secret]);
+
+my $node = PostgreSQL::Test::Cluster->new('delivery');
+$node->init;
+# restart_after_crash: the test framework turns it off; a relay's SIGKILL must
+# not end the server (PostgreSQL restarts all processes, as in production)
+$node->append_conf('postgresql.conf', "shared_preload_libraries = 'outbox'\nrestart_after_crash = on\n");
+$node->start;
+$node->safe_psql('postgres', 'CREATE EXTENSION outbox');
+
+sub sql { return $node->safe_psql('postgres', $_[0]); }
+
+sub relay_pid
+{
+	return sql(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'outbox relay'});
+}
+
+# deliveries of a topic, as seen by the receiver
+sub arrived
+{
+	my ($topic) = @_;
+	return [ grep { $_->{topic} eq $topic } @{ $rx->deliveries } ];
+}
+
+# how many distinct messages of a topic arrived (cheap enough to poll)
+sub distinct_arrived
+{
+	my ($topic) = @_;
+	my %seen = map { $_->{id} => 1 } @{ arrived($topic) };
+	return scalar keys %seen;
+}
+
+# true if, per key, the accepted seq values only ever increase
+sub in_key_order
+{
+	my ($rows) = @_;
+	my %last;
+	for my $r (@$rows)
+	{
+		return 0 if exists $last{ $r->{key} } && $r->{seq} <= $last{ $r->{key} };
+		$last{ $r->{key} } = $r->{seq};
+	}
+	return 1;
+}
+
+my $fast = '{"backoff_base_ms": 20, "backoff_max_ms": 200, "max_attempts": 50}';
+sql(qq{SELECT outbox.create_endpoint('main', '@{[$rx->url]}', '{orders.*}',
+       '$secret $old_secret', '{"x-env": "test"}', '$fast')});
+
+# ---- the happy path, signed ----
+sql(q{SELECT count(outbox.publish('orders.created', jsonb_build_object('seq', g), 'k' || (g % 5)))
+        FROM generate_series(1, 100) g});
+sql(q{SELECT outbox.publish('billing.paid', '{"seq": 1}')});
+ok(wait_until(20, sub { @{ arrived('orders.created') } >= 100 }), 'published messages arrive');
+my $rows = arrived('orders.created');
+is(scalar(@$rows), 100, 'each exactly once');
+is(scalar(grep { $_->{sig} eq 'valid' } @$rows), 100,
+	'every request carries a valid Standard Webhooks signature (one per active secret)');
+ok(in_key_order($rows), 'in order per key');
+like($rows->[0]{id}, qr/^msg_\d+$/, 'webhook-id is msg_<id>');
+is(scalar(@{ arrived('billing.paid') }), 0, 'topics that do not match are not sent');
+ok( wait_until(10, sub {
+		sql(q{SELECT cursor_id = (SELECT max(id) FROM outbox.messages) FROM outbox._endpoints}) eq 't' }),
+	'the cursor passes delivered and non-matching messages alike')
+  or diag(sql(q{SELECT cursor_id, done_ahead, (SELECT max(id) FROM outbox.messages) FROM outbox._endpoints}));
+is(sql(q{SELECT count(*) FROM outbox._deliveries}), '0',
+	'successful deliveries leave no per-message rows');
+
+# ---- 500s are retried with backoff until they succeed ----
+$rx->control('fail_rate=1');
+sql(q{SELECT outbox.publish('orders.retry', '{"seq": 1}', 'r')});
+ok( wait_until(20, sub { sql(q{SELECT coalesce(max(attempts), 0) >= 3 FROM outbox._deliveries}) eq 't' }),
+	'a failing delivery is parked and retried');
+is(sql(q{SELECT last_status FROM outbox._deliveries}), '500', 'with its last status');
+$rx->control('fail_rate=0');
+ok(wait_until(20, sub { @{ arrived('orders.retry') } == 1 }), 'and arrives once the receiver recovers');
+ok(wait_until(10, sub { sql(q{SELECT count(*) FROM outbox._deliveries}) eq '0' }),
+	'its retry row is gone');
+
+# ---- timeouts and connection resets are retried too ----
+sql(q{SELECT outbox.alter_endpoint('main', '{"options": {"timeout_ms": 200}}')});
+$rx->control('delay_ms=600');
+sql(q{SELECT outbox.publish('orders.slow', '{"seq": 1}', 's')});
+ok(wait_until(20, sub { sql(q{SELECT coalesce(max(attempts), 0) >= 2 FROM outbox._deliveries}) eq 't' }),
+	'a timed-out request is retried');
+like(sql(q{SELECT last_error FROM outbox._deliveries}), qr/timed out|Timeout/i, 'the error says timeout');
+$rx->control('delay_ms=0&reset_rate=1');
+ok(wait_until(20, sub { sql(q{SELECT last_error FROM outbox._deliveries}) !~ /timed out/i }),
+	'a reset connection is retried');
+$rx->control('reset_rate=0');
+ok(wait_until(20, sub { @{ arrived('orders.slow') } >= 1 }), 'and the message arrives after both');
+
+# ---- other 4xx dead-letter at once; redeliver brings them back ----
+$rx->control('status=400');
+my $dead_id = sql(q{SELECT outbox.publish('orders.bad', '{"seq": 1}', 'b')});
+ok( wait_until(20, sub { sql(q{SELECT count(*) FROM outbox.dead_letters}) eq '1' }),
+	'a 400 dead-letters the delivery at once');
+is( sql(q{SELECT message_id, endpoint, attempts, last_status, topic, key FROM outbox.dead_letters}),
+	"$dead_id|main|1|400|orders.bad|b",
+	'outbox.dead_letters shows message, endpoint, attempts, status, topic and key');
+$rx->control('status=0');
+is(sql(qq{SELECT outbox.redeliver($dead_id)}), '1', 'redeliver re-queues it');
+ok(wait_until(20, sub { @{ arrived('orders.bad') } == 1 }), 'and it arrives');
+is(sql(q{SELECT count(*) FROM outbox.dead_letters}), '0', 'no dead letter is left');
+
+# ---- per-key order under 30 % random failures ----
+$rx->control('fail_rate=0.3&seed=7');
+sql(q{SELECT count(outbox.publish('orders.chaos', jsonb_build_object('seq', g / 10), 'key-' || (g % 10)))
+        FROM generate_series(10, 1009) g});
+ok(wait_until(60, sub { @{ arrived('orders.chaos') } >= 1000 }), '1000 messages arrive despite 30 % failures');
+$rx->control('fail_rate=0');
+$rows = arrived('orders.chaos');
+is(scalar(@$rows), 1000, 'each exactly once');
+ok(in_key_order($rows), 'every key in order');
+
+# ---- 410 Gone dead-letters and pauses the endpoint ----
+$rx->control('status=410');
+sql(q{SELECT outbox.publish('orders.gone', '{"seq": 1}')});
+ok(wait_until(20, sub { sql(q{SELECT paused FROM outbox.endpoints WHERE name = 'main'}) eq 't' }),
+	'410 pauses the endpoint');
+$rx->control('status=0');
+sql(q{SELECT outbox.publish('orders.after410', '{"seq": 1}')});
+sleep 1;
+is(scalar(@{ arrived('orders.after410') }), 0, 'a paused endpoint sends nothing');
+sql(q{SELECT outbox.resume_endpoint('main')});
+ok(wait_until(20, sub { @{ arrived('orders.after410') } == 1 }), 'resume_endpoint sends what waited');
+
+# ---- the receiver goes down: the circuit opens, the relay idles, all arrives later ----
+sql(q{SELECT outbox.alter_endpoint('main', '{"options": {"timeout_ms": 2000, "backoff_max_ms": 1000}}')});
+$rx->down;
+sql(q{SELECT count(outbox.publish('orders.outage', jsonb_build_object('seq', g), 'o' || (g % 3)))
+        FROM generate_series(1, 50) g});
+sleep 2;
+my $pid = relay_pid();
+my $ticks = cpu_ticks($pid);
+sleep 3;
+cmp_ok(cpu_ticks($pid) - $ticks, '<=', 15, 'with the receiver down the relay stays near 0 % CPU');
+$rx->up;
+ok(wait_until(90, sub { @{ arrived('orders.outage') } >= 50 }), 'everything arrives after the receiver returns');
+ok(in_key_order(arrived('orders.outage')), 'still in key order');
+
+# ---- SIGKILL of the relay, then of the postmaster, while delivering 10,000 ----
+sub crash_test
+{
+	my ($topic, $kill) = @_;
+	sql(qq{SELECT count(outbox.publish('$topic', jsonb_build_object('seq', g), 'c' || (g % 20)))
+	         FROM generate_series(1, 10000) g});
+	wait_until(30, sub { @{ arrived($topic) } >= 1000 });
+	$kill->();
+	ok(wait_until(120, sub { sleep 1; distinct_arrived($topic) >= 10000 }),
+		"$topic: all 10,000 messages arrive");
+	my $got = arrived($topic);
+	my %n;
+	$n{ $_->{id} }++ for @$got;
+	my $repeats = scalar(@$got) - scalar(keys %n);
+	# the repeats can only be requests that were in flight: max_in_flight (16) per endpoint
+	cmp_ok($repeats, '<=', 16, "$topic: repeats ($repeats) only from the in-flight window");
+}
+crash_test('orders.kill_relay', sub {
+	my $p = relay_pid();
+	kill 'KILL', $p;
+	$node->poll_query_until('postgres', 'SELECT true');
+});
+crash_test('orders.kill_postmaster', sub {
+	$node->kill9;
+	for (1 .. 50)
+	{
+		undef $node->{_pid};
+		last if $node->start(fail_ok => 1);
+		sleep 0.2;
+	}
+});
+
+$node->stop;
+$rx->stop;
+done_testing();
