@@ -232,6 +232,9 @@ DECLARE
 BEGIN
     IF secret IS NULL THEN
         RETURN NULL;
+    ELSIF btrim(secret) = '' THEN
+        RAISE EXCEPTION 'endpoint secret must not be empty' USING ERRCODE = '22023',
+            HINT = 'Pass NULL for an endpoint without signatures.';
     END IF;
     FOREACH s IN ARRAY regexp_split_to_array(btrim(secret), '\s+') LOOP
         n := n + 1;
@@ -249,10 +252,7 @@ BEGIN
                 HINT = 'Use at least 16 random bytes, e.g. ''whsec_'' || encode(gen_random_bytes(24), ''base64'').';
         END IF;
     END LOOP;
-    IF n = 0 OR btrim(secret) = '' THEN
-        RAISE EXCEPTION 'endpoint secret must not be empty' USING ERRCODE = '22023',
-            HINT = 'Pass NULL for an endpoint without signatures.';
-    ELSIF n > 3 THEN
+    IF n > 3 THEN
         RAISE EXCEPTION 'at most 3 secrets may be active at once' USING ERRCODE = '22023',
             HINT = 'Give the new secret and the one being rotated out, separated by a space.';
     END IF;
