@@ -6,7 +6,7 @@ EXTENSION   = outbox
 MODULE_big  = outbox
 OBJS        = src/outbox.o src/catalog.o src/spi.o src/validate.o src/etag.o \
               src/gapless.o src/rows.o src/eventparse.o src/eventstore.o src/publish.o \
-              src/http.o src/webhook.o src/delivery.o src/shmem.o src/launcher.o src/relay.o
+              src/http.o src/webhook.o src/delivery.o src/shmem.o src/launcher.o src/relay.o src/stats.o
 DATA        = sql/outbox--0.1.0.sql
 PG_CPPFLAGS = -I$(srcdir)/src
 SHLIB_LINK  = -lcurl
@@ -32,6 +32,9 @@ all: $(RECEIVER)
 $(RECEIVER): test/receiver/receiver.c
 	$(MAKE) -C test/receiver
 PROVE_TESTS = test/t/*.pl
+
+# PGXS tracks no header dependencies: every object depends on ours.
+$(OBJS): src/outbox.h src/compat.h
 
 # No LLVM bitcode: it needs clang, which a fresh machine does not have.
 override with_llvm = no

@@ -460,6 +460,79 @@ COMMENT ON FUNCTION outbox._check_headers(jsonb) IS
     'private: header names are HTTP tokens, values strings without line breaks, none that outbox sets itself';
 
 /* ------------------------------------------------------------------------
+ * Monitoring
+ * ------------------------------------------------------------------------ */
+
+CREATE FUNCTION outbox._stat_endpoints(
+    OUT endpoint_id int, OUT state text, OUT queued int, OUT in_flight int, OUT fetched bigint,
+    OUT delivered bigint, OUT failed_attempts bigint, OUT dead_lettered bigint,
+    OUT oldest_pending timestamptz, OUT last_success_at timestamptz, OUT last_failure_at timestamptz,
+    OUT last_http_status int, OUT last_error text, OUT p50_ms float8, OUT p99_ms float8)
+RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'outbox_stat_endpoints' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION outbox._stat_endpoints() IS
+    'private: the relay''s figures for this database''s endpoints, from shared memory';
+
+CREATE FUNCTION outbox._stat_workers(
+    OUT dboid oid, OUT pid int, OUT state text, OUT started_at timestamptz,
+    OUT last_activity_at timestamptz, OUT loops bigint, OUT requests bigint,
+    OUT horizon_blocked_since timestamptz, OUT horizon_blocking_pid int,
+    OUT horizon_blocking_since timestamptz)
+RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'outbox_stat_workers' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION outbox._stat_workers() IS 'private: every relay slot of the cluster, from shared memory';
+
+CREATE VIEW outbox.stat_endpoints AS
+    SELECT e.name, e.url,
+           CASE WHEN e.paused THEN 'paused' ELSE coalesce(s.state, 'active') END AS state,
+           coalesce(s.queued - s.in_flight, 0)
+             + greatest(0, (SELECT CASE WHEN q.is_called THEN q.last_value ELSE 0 END
+                              FROM outbox._messages_id_seq q) - coalesce(s.fetched, e.cursor_id)) AS pending,
+           coalesce(s.in_flight, 0) AS in_flight,
+           coalesce(s.delivered, 0) AS delivered,
+           coalesce(s.failed_attempts, 0) AS failed_attempts,
+           (SELECT count(*) FROM outbox._deliveries d WHERE d.endpoint_id = e.id AND d.state = 'dead') AS dead_lettered,
+           now() - s.oldest_pending AS oldest_pending_age,
+           s.last_success_at, s.last_failure_at, s.last_http_status, s.last_error,
+           s.p50_ms AS latency_p50_ms, s.p99_ms AS latency_p99_ms
+      FROM outbox._endpoints e
+      LEFT JOIN outbox._stat_endpoints() s ON s.endpoint_id = e.id;
+COMMENT ON VIEW outbox.stat_endpoints IS
+    'per endpoint: state, backlog, counters since the relay started, last outcome, commit-to-delivery latency over the last 256 deliveries';
+
+CREATE VIEW outbox.stat_workers AS
+    SELECT d.datname AS database, w.pid, w.state, w.started_at, w.last_activity_at,
+           w.loops, w.requests,
+           now() - w.horizon_blocking_since AS horizon_age,
+           w.horizon_blocking_pid, w.horizon_blocked_since
+      FROM outbox._stat_workers() w
+      JOIN pg_catalog.pg_database d ON d.oid = w.dboid;
+COMMENT ON VIEW outbox.stat_workers IS
+    'per relay: database, pid, state, activity, counters; while a running transaction holds delivery back, its age and pid';
+
+CREATE FUNCTION outbox.metrics() RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    WITH e AS (
+        SELECT '{endpoint="' || replace(replace(replace(name, '\', '\\'), '"', '\"'), E'\n', '\n') || '"}' AS l, *
+          FROM outbox.stat_endpoints
+    ), lines(metric, kind, help, value) AS (
+        SELECT 'outbox_delivered_total', 'counter', 'Messages delivered with a 2xx since the relay started.', string_agg('outbox_delivered_total' || l || ' ' || delivered, E'\n') FROM e
+        UNION ALL SELECT 'outbox_failed_attempts_total', 'counter', 'Failed delivery attempts since the relay started.', string_agg('outbox_failed_attempts_total' || l || ' ' || failed_attempts, E'\n') FROM e
+        UNION ALL SELECT 'outbox_dead_letters', 'gauge', 'Dead-lettered deliveries.', string_agg('outbox_dead_letters' || l || ' ' || dead_lettered, E'\n') FROM e
+        UNION ALL SELECT 'outbox_pending', 'gauge', 'Messages waiting for delivery.', string_agg('outbox_pending' || l || ' ' || pending, E'\n') FROM e
+        UNION ALL SELECT 'outbox_in_flight', 'gauge', 'Messages in requests under way.', string_agg('outbox_in_flight' || l || ' ' || in_flight, E'\n') FROM e
+        UNION ALL SELECT 'outbox_oldest_pending_seconds', 'gauge', 'Age of the oldest waiting message.', string_agg('outbox_oldest_pending_seconds' || l || ' ' || coalesce(extract(epoch FROM oldest_pending_age), 0), E'\n') FROM e
+        UNION ALL SELECT 'outbox_endpoint_up', 'gauge', '1 if the endpoint is active (not paused, circuit not open).', string_agg('outbox_endpoint_up' || l || ' ' || (state = 'active')::int, E'\n') FROM e
+        UNION ALL SELECT 'outbox_delivery_latency_p50_seconds', 'gauge', 'Median commit-to-delivery latency, last 256 deliveries.', string_agg('outbox_delivery_latency_p50_seconds' || l || ' ' || coalesce(latency_p50_ms / 1000, 0), E'\n') FROM e
+        UNION ALL SELECT 'outbox_delivery_latency_p99_seconds', 'gauge', '99th percentile commit-to-delivery latency, last 256 deliveries.', string_agg('outbox_delivery_latency_p99_seconds' || l || ' ' || coalesce(latency_p99_ms / 1000, 0), E'\n') FROM e
+        UNION ALL SELECT 'outbox_horizon_age_seconds', 'gauge', 'Age of the running transaction holding delivery back (0 if none).', 'outbox_horizon_age_seconds ' || coalesce(max(extract(epoch FROM horizon_age)), 0) FROM outbox.stat_workers WHERE database = current_database()
+    )
+    SELECT string_agg(format(E'# HELP %s %s\n# TYPE %s %s\n%s', metric, help, metric, kind, value), E'\n') || E'\n'
+      FROM lines WHERE value IS NOT NULL
+$$;
+COMMENT ON FUNCTION outbox.metrics() IS 'the monitoring figures in Prometheus text exposition format';
+
+/* ------------------------------------------------------------------------
  * Functions
  * ------------------------------------------------------------------------ */
 
@@ -560,7 +633,8 @@ GRANT EXECUTE ON FUNCTION
     outbox.redeliver(bigint, text)
 TO outbox_admin;
 GRANT SELECT ON outbox.stream_deletions, outbox.endpoints TO outbox_admin;
-GRANT SELECT ON outbox.dead_letters TO outbox_reader;
+GRANT SELECT ON outbox.dead_letters, outbox.stat_endpoints, outbox.stat_workers TO outbox_reader;
+GRANT EXECUTE ON FUNCTION outbox.metrics(), outbox._stat_endpoints(), outbox._stat_workers() TO outbox_reader;
 
 /* A relay starts for this database as soon as the extension exists. */
 SELECT outbox._notify_relay();

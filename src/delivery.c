@@ -124,6 +124,18 @@ typedef struct Endpoint
 	double		tokens;
 	TimestampTz tokens_at;
 
+	/* for outbox.stat_endpoints (delivery_report) */
+	uint64		delivered;
+	uint64		failed_attempts;
+	uint64		dead_lettered;
+	TimestampTz last_success_at;
+	TimestampTz last_failure_at;
+	int			last_http_status;
+	char		last_error[160];
+	float4		latencies[STAT_LATENCIES];	/* ring of commit-to-2xx ms */
+	int			nlatencies;
+	int			latency_pos;
+
 	MemoryContext cxt;
 } Endpoint;
 
@@ -713,6 +725,14 @@ delivery_complete(HttpResult *r)
 	ep->in_flight--;
 	ep->dirty = true;
 	if (ok)
+		ep->last_success_at = now;
+	else
+	{
+		ep->last_failure_at = now;
+		ep->last_http_status = r->status;
+		strlcpy(ep->last_error, r->error, sizeof(ep->last_error));
+	}
+	if (ok)
 	{
 		ep->failures = 0;
 		ep->trips = 0;
@@ -736,6 +756,11 @@ delivery_complete(HttpResult *r)
 		{
 			MemoryContext old = MemoryContextSwitchTo(ep->cxt);
 
+			ep->delivered++;
+			ep->latencies[ep->latency_pos] = (float4) (now - p->msg.created_at) / 1000.0;
+			ep->latency_pos = (ep->latency_pos + 1) % STAT_LATENCIES;
+			ep->nlatencies = Min(ep->nlatencies + 1, STAT_LATENCIES);
+
 			if (p->parked)
 				ids_add(&ep->forget, &ep->nforget, &ep->maxforget, p->msg.id);
 			ids_add(&ep->done, &ep->ndone, &ep->maxdone, p->msg.id);
@@ -745,6 +770,7 @@ delivery_complete(HttpResult *r)
 			continue;
 		}
 		p->attempts++;
+		ep->failed_attempts++;
 		p->last_status = r->status;
 		if (p->last_error)
 			pfree(p->last_error);
@@ -761,6 +787,7 @@ delivery_complete(HttpResult *r)
 			MemoryContext old = MemoryContextSwitchTo(ep->cxt);
 
 			/* dead: out of the queue, saved by the next persist */
+			ep->dead_lettered++;
 			dlist_delete(&p->node);
 			ep->queued--;
 			ep->dead = lappend(ep->dead, p);
@@ -969,4 +996,79 @@ delivery_next_timeout(void)
 	if (next == 0)
 		return -1;
 	return Max(0, TimestampDifferenceMilliseconds(now, next));
+}
+
+/* ---- statistics ---- */
+
+/* Is any endpoint's reading held back by a running transaction? */
+bool
+delivery_horizon_blocked(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, endpoints)
+		if (((Endpoint *) lfirst(lc))->refetch_at != 0)
+			return true;
+	return false;
+}
+
+/*
+ * Publish the figures of every endpoint to the relay's slot, for
+ * outbox.stat_endpoints.  Takes the shared-memory lock briefly.
+ */
+void
+delivery_report(RelaySlot *slot, bool horizon_blocked)
+{
+	EndpointStats *stats = shmem_slot_stats(slot);
+	int			max = outbox_shmem->endpoints_per_slot;
+	int			k = 0;
+	ListCell   *lc;
+	TimestampTz now = GetCurrentTimestamp();
+
+	LWLockAcquire(outbox_shmem->lock, LW_EXCLUSIVE);
+	slot->loops++;
+	slot->last_activity_at = now;
+	if (!horizon_blocked)
+		slot->horizon_blocked_since = 0;
+	else if (slot->horizon_blocked_since == 0)
+		slot->horizon_blocked_since = now;
+	foreach(lc, endpoints)
+	{
+		Endpoint   *ep = lfirst(lc);
+		EndpointStats *st;
+		dlist_iter	it;
+
+		if (ep->dropped || k >= max)
+			continue;
+		st = &stats[k++];
+		st->endpoint_id = ep->id;
+		strlcpy(st->state, ep->paused ? "paused" :
+				ep->breaker == BREAKER_OPEN ? "open" :
+				ep->breaker == BREAKER_HALF_OPEN ? "half_open" : "active", sizeof(st->state));
+		st->queued = ep->queued;
+		st->in_flight = 0;
+		st->oldest_pending = 0;
+		dlist_foreach(it, &ep->queue)
+		{
+			Pending    *p = dlist_container(Pending, node, it.cur);
+
+			if (p->in_flight)
+				st->in_flight++;
+			if (st->oldest_pending == 0 || p->msg.created_at < st->oldest_pending)
+				st->oldest_pending = p->msg.created_at;
+		}
+		st->fetched = ep->fetched;
+		st->delivered = ep->delivered;
+		st->failed_attempts = ep->failed_attempts;
+		st->dead_lettered = ep->dead_lettered;
+		st->last_success_at = ep->last_success_at;
+		st->last_failure_at = ep->last_failure_at;
+		st->last_http_status = ep->last_http_status;
+		strlcpy(st->last_error, ep->last_error, sizeof(st->last_error));
+		st->nlatencies = ep->nlatencies;
+		memcpy(st->latencies, ep->latencies, sizeof(float4) * ep->nlatencies);
+	}
+	for (; k < max && stats[k].endpoint_id != 0; k++)
+		stats[k].endpoint_id = 0;
+	LWLockRelease(outbox_shmem->lock);
 }

@@ -18,6 +18,7 @@ void		_PG_init(void);
 
 int			outbox_max_payload_bytes = 1024 * 1024;
 int			outbox_max_databases = 16;
+int			outbox_max_endpoints = 64;
 
 /*
  * The value set by the server's configuration (file, command line, ALTER
@@ -71,6 +72,19 @@ _PG_init(void)
 	 * SQL API still works.
 	 */
 	if (process_shared_preload_libraries_in_progress)
+	{
+		DefineCustomIntVariable("outbox.max_endpoints",
+								"Most endpoints per database whose statistics outbox.stat_endpoints shows.",
+								"Each takes a little shared memory per database slot; delivery itself has no limit.",
+								&outbox_max_endpoints,
+								64,
+								1,
+								10000,
+								PGC_POSTMASTER,
+								0,
+								NULL,
+								NULL,
+								NULL);
 		DefineCustomIntVariable("outbox.max_databases",
 								"Most databases that can have a relay at once.",
 								"Each takes a shared-memory slot; a relay also needs a max_worker_processes slot.",
@@ -83,6 +97,7 @@ _PG_init(void)
 								NULL,
 								NULL,
 								NULL);
+	}
 
 	/* after every definition: it drops the placeholders of unknown names */
 	MarkGUCPrefixReserved("outbox");

@@ -37,6 +37,7 @@
 /* GUCs (outbox.c) */
 extern int	outbox_max_payload_bytes;
 extern int	outbox_max_databases;
+extern int	outbox_max_endpoints;
 
 /* shmem.c: one slot per database relay (lock order and wakeups: shmem.c) */
 typedef enum RelayState
@@ -47,6 +48,28 @@ typedef enum RelayState
 	RELAY_NO_EXTENSION,			/* exited: the database has no outbox extension */
 	RELAY_BACKOFF				/* exited with an error; restarts after next_start_at */
 } RelayState;
+
+/* What the relay tells outbox.stat_endpoints about one endpoint. */
+#define STAT_LATENCIES 256
+
+typedef struct EndpointStats
+{
+	int			endpoint_id;	/* 0: unused */
+	char		state[12];		/* closed (active), open, half_open, paused */
+	int			queued;			/* fetched, not finished (includes in flight) */
+	int			in_flight;		/* messages in requests out */
+	int64		fetched;		/* highest log id read */
+	uint64		delivered;
+	uint64		failed_attempts;
+	uint64		dead_lettered;
+	TimestampTz oldest_pending;	/* created_at of the oldest unfinished message */
+	TimestampTz last_success_at;
+	TimestampTz last_failure_at;
+	int			last_http_status;
+	char		last_error[160];
+	int			nlatencies;		/* commit-to-2xx latencies, ms, most recent */
+	float4		latencies[STAT_LATENCIES];
+} EndpointStats;
 
 typedef struct RelaySlot
 {
@@ -60,6 +83,9 @@ typedef struct RelaySlot
 	int			failures;		/* consecutive error exits (launcher backoff) */
 	TimestampTz next_start_at;	/* launcher: not before */
 	TimestampTz hold_until;		/* DROP DATABASE and friends: not before */
+	uint64		loops;			/* turns of the relay loop */
+	uint64		requests;		/* HTTP requests finished */
+	TimestampTz horizon_blocked_since;	/* a running transaction holds reading back */
 	/* atomics, no lock */
 	pg_atomic_uint32 wake_pending;	/* a commit wants the relay awake */
 	pg_atomic_uint32 start_wanted;	/* CREATE EXTENSION wants a relay started */
@@ -73,6 +99,8 @@ typedef struct OutboxShmem
 	Latch	   *launcher_latch;
 	pg_atomic_uint32 launcher_wanted;
 	int			nslots;
+	int			endpoints_per_slot;
+	EndpointStats *stats;		/* nslots * endpoints_per_slot, after the slots */
 	RelaySlot	slots[FLEXIBLE_ARRAY_MEMBER];
 } OutboxShmem;
 
@@ -81,6 +109,7 @@ extern void shmem_init(void);
 extern RelaySlot *shmem_find_slot(Oid dboid);
 extern void shmem_reset_slot(RelaySlot *slot, Oid dboid);
 extern void shmem_wake_relay_at_commit(void);
+extern EndpointStats *shmem_slot_stats(RelaySlot *slot);
 
 /* webhook.c: the HTTP request for messages */
 typedef struct WebhookKey
@@ -133,6 +162,8 @@ extern void delivery_send(void);
 extern void delivery_complete(HttpResult *r);
 extern void delivery_persist(void);
 extern long delivery_next_timeout(void);
+extern void delivery_report(RelaySlot *slot, bool horizon_blocked);
+extern bool delivery_horizon_blocked(void);
 
 /* launcher.c */
 extern void launcher_register(void);

@@ -138,7 +138,11 @@ outbox_relay_main(Datum arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 		while (http_next_result(&result))
+		{
 			delivery_complete(&result);
+			my_slot->requests++;	/* only this process writes it */
+		}
 		delivery_persist();
+		delivery_report(my_slot, delivery_horizon_blocked());
 	}
 }

@@ -40,10 +40,18 @@ static bool wake_at_commit = false;
 static bool config_changed_at_commit = false;
 
 static Size
+shmem_slots_size(void)
+{
+	return MAXALIGN(add_size(offsetof(OutboxShmem, slots),
+							 mul_size(sizeof(RelaySlot), outbox_max_databases)));
+}
+
+static Size
 shmem_size(void)
 {
-	return add_size(offsetof(OutboxShmem, slots),
-					mul_size(sizeof(RelaySlot), outbox_max_databases));
+	return add_size(shmem_slots_size(),
+					mul_size(sizeof(EndpointStats),
+							 mul_size(outbox_max_databases, outbox_max_endpoints)));
 }
 
 static void
@@ -70,6 +78,8 @@ shmem_startup(void)
 		memset(outbox_shmem, 0, shmem_size());
 		outbox_shmem->lock = &(GetNamedLWLockTranche("outbox"))->lock;
 		outbox_shmem->nslots = outbox_max_databases;
+		outbox_shmem->endpoints_per_slot = outbox_max_endpoints;
+		outbox_shmem->stats = (EndpointStats *) ((char *) outbox_shmem + shmem_slots_size());
 		for (int i = 0; i < outbox_shmem->nslots; i++)
 		{
 			pg_atomic_init_u32(&outbox_shmem->slots[i].wake_pending, 0);
@@ -91,8 +101,18 @@ shmem_reset_slot(RelaySlot *slot, Oid dboid)
 	slot->started_at = slot->last_activity_at = 0;
 	slot->next_start_at = slot->hold_until = 0;
 	slot->failures = 0;
+	slot->loops = slot->requests = 0;
+	slot->horizon_blocked_since = 0;
+	memset(shmem_slot_stats(slot), 0, sizeof(EndpointStats) * outbox_shmem->endpoints_per_slot);
 	pg_atomic_write_u32(&slot->wake_pending, 0);
 	pg_atomic_write_u32(&slot->start_wanted, 0);
+}
+
+/* The endpoint statistics of a slot: endpoints_per_slot entries. */
+EndpointStats *
+shmem_slot_stats(RelaySlot *slot)
+{
+	return outbox_shmem->stats + (slot - outbox_shmem->slots) * outbox_shmem->endpoints_per_slot;
 }
 
 /* The slot of database dboid, or NULL.  Caller holds the lock (any mode). */

@@ -1,0 +1,186 @@
+/*-------------------------------------------------------------------------
+ * stats.c
+ *		The statistics behind outbox.stat_endpoints, outbox.stat_workers and
+ *		outbox.metrics(): set-returning functions over shared memory, like
+ *		PostgreSQL's own pg_stat_* views.
+ *
+ * The relay publishes its per-endpoint figures once per turn of its loop
+ * (delivery_report); these functions copy them under the shared lock.
+ * Without shared_preload_libraries they return no rows.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/transam.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "utils/backend_status.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+#include "utils/tuplestore.h"
+
+#include "outbox.h"
+
+PG_FUNCTION_INFO_V1(outbox_stat_endpoints);
+PG_FUNCTION_INFO_V1(outbox_stat_workers);
+
+static Datum
+stats_time(TimestampTz t, bool *isnull)
+{
+	*isnull = (t == 0);
+	return TimestampTzGetDatum(t);
+}
+
+static int
+stats_cmp_float(const void *a, const void *b)
+{
+	float4		x = *(const float4 *) a;
+	float4		y = *(const float4 *) b;
+
+	return (x > y) - (x < y);
+}
+
+/* the q-quantile of the recent latencies, or NULL */
+static Datum
+stats_quantile(float4 *sorted, int n, double q, bool *isnull)
+{
+	*isnull = (n == 0);
+	if (n == 0)
+		return (Datum) 0;
+	return Float8GetDatum(sorted[Min(n - 1, (int) (q * n))]);
+}
+
+/*
+ * outbox._stat_endpoints(): the relay's figures for each endpoint of this
+ * database.
+ */
+Datum
+outbox_stat_endpoints(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	RelaySlot  *slot;
+	EndpointStats *copy;
+	int			n;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (outbox_shmem == NULL)
+		return (Datum) 0;
+
+	n = outbox_shmem->endpoints_per_slot;
+	copy = palloc(sizeof(EndpointStats) * n);
+	LWLockAcquire(outbox_shmem->lock, LW_SHARED);
+	slot = shmem_find_slot(MyDatabaseId);
+	if (slot)
+		memcpy(copy, shmem_slot_stats(slot), sizeof(EndpointStats) * n);
+	LWLockRelease(outbox_shmem->lock);
+	if (slot == NULL)
+		return (Datum) 0;
+
+	for (int i = 0; i < n; i++)
+	{
+		EndpointStats *s = &copy[i];
+		Datum		values[15];
+		bool		nulls[15] = {0};
+
+		if (s->endpoint_id == 0)
+			continue;
+		qsort(s->latencies, s->nlatencies, sizeof(float4), stats_cmp_float);
+		values[0] = Int32GetDatum(s->endpoint_id);
+		values[1] = CStringGetTextDatum(s->state);
+		values[2] = Int32GetDatum(s->queued);
+		values[3] = Int32GetDatum(s->in_flight);
+		values[4] = Int64GetDatum(s->fetched);
+		values[5] = Int64GetDatum((int64) s->delivered);
+		values[6] = Int64GetDatum((int64) s->failed_attempts);
+		values[7] = Int64GetDatum((int64) s->dead_lettered);
+		values[8] = stats_time(s->oldest_pending, &nulls[8]);
+		values[9] = stats_time(s->last_success_at, &nulls[9]);
+		values[10] = stats_time(s->last_failure_at, &nulls[10]);
+		values[11] = Int32GetDatum(s->last_http_status);
+		nulls[11] = (s->last_failure_at == 0);
+		values[12] = CStringGetTextDatum(s->last_error);
+		nulls[12] = (s->last_error[0] == '\0');
+		values[13] = stats_quantile(s->latencies, s->nlatencies, 0.50, &nulls[13]);
+		values[14] = stats_quantile(s->latencies, s->nlatencies, 0.99, &nulls[14]);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/*
+ * The backend whose transaction id is the oldest still running: it holds
+ * the gap-free readers back.  Read from backend status directly, so that
+ * readers without pg_read_all_stats still see who it is.
+ */
+static void
+stats_oldest_xid_holder(int *pid, TimestampTz *since)
+{
+	TransactionId oldest = InvalidTransactionId;
+	int			n = pgstat_fetch_stat_numbackends();
+
+	*pid = 0;
+	*since = 0;
+	for (int i = 1; i <= n; i++)
+	{
+		LocalPgBackendStatus *b = pgstat_fetch_stat_local_beentry(i);
+
+		if (b == NULL || !TransactionIdIsValid(b->backend_xid))
+			continue;
+		if (!TransactionIdIsValid(oldest) || TransactionIdPrecedes(b->backend_xid, oldest))
+		{
+			oldest = b->backend_xid;
+			*pid = b->backendStatus.st_procpid;
+			*since = b->backendStatus.st_xact_start_timestamp;
+		}
+	}
+}
+
+/* outbox._stat_workers(): every relay slot of the cluster. */
+Datum
+outbox_stat_workers(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	static const char *const states[] = {"none", "starting", "running", "no_extension", "backoff"};
+	RelaySlot  *copy;
+	int			nslots;
+	int			blocker_pid;
+	TimestampTz blocker_since;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (outbox_shmem == NULL)
+		return (Datum) 0;
+	stats_oldest_xid_holder(&blocker_pid, &blocker_since);
+
+	nslots = outbox_shmem->nslots;
+	copy = palloc(sizeof(RelaySlot) * nslots);
+	LWLockAcquire(outbox_shmem->lock, LW_SHARED);
+	memcpy(copy, outbox_shmem->slots, sizeof(RelaySlot) * nslots);
+	LWLockRelease(outbox_shmem->lock);
+
+	for (int i = 0; i < nslots; i++)
+	{
+		RelaySlot  *s = &copy[i];
+		Datum		values[10];
+		bool		nulls[10] = {0};
+		bool		blocked = s->horizon_blocked_since != 0;
+
+		if (!OidIsValid(s->dboid) || s->state == RELAY_NONE)
+			continue;
+		values[0] = ObjectIdGetDatum(s->dboid);
+		values[1] = Int32GetDatum(s->pid);
+		nulls[1] = (s->pid == 0);
+		values[2] = CStringGetTextDatum(states[s->state]);
+		values[3] = stats_time(s->started_at, &nulls[3]);
+		values[4] = stats_time(s->last_activity_at, &nulls[4]);
+		values[5] = Int64GetDatum((int64) s->loops);
+		values[6] = Int64GetDatum((int64) s->requests);
+		values[7] = stats_time(s->horizon_blocked_since, &nulls[7]);
+		values[8] = Int32GetDatum(blocker_pid);
+		nulls[8] = !blocked || blocker_pid == 0;
+		values[9] = stats_time(blocker_since, &nulls[9]);
+		nulls[9] = nulls[9] || !blocked || blocker_pid == 0;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
