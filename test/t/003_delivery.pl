@@ -81,6 +81,32 @@ ok( wait_until(10, sub {
 is(sql(q{SELECT count(*) FROM outbox._deliveries}), '0',
 	'successful deliveries leave no per-message rows');
 
+# ---- monitoring ----
+is( sql(q{SELECT state, delivered >= 100, failed_attempts, latency_p50_ms IS NOT NULL, latency_p99_ms >= latency_p50_ms
+            FROM outbox.stat_endpoints WHERE name = 'main'}),
+	'active|t|0|t|t',
+	'outbox.stat_endpoints: state, counters and latency percentiles');
+like(sql('SELECT outbox.metrics()'), qr/^outbox_delivered_total\{endpoint="main"\} \d+$/m,
+	'outbox.metrics() speaks the Prometheus text format');
+is(sql(q{SELECT state, pid IS NOT NULL, loops > 0 FROM outbox.stat_workers WHERE database = 'postgres'}),
+	'running|t|t', 'outbox.stat_workers shows the relay');
+
+# A transaction that took its id before a message was published holds the
+# gap-free reader back (it could still commit an earlier id); stat_workers
+# names it, and the message goes as soon as it ends.
+my $bg = $node->background_psql('postgres');
+$bg->query_safe('BEGIN');
+$bg->query_safe('SELECT pg_current_xact_id()');
+my $blocker = $bg->query_safe('SELECT pg_backend_pid()');
+sql(q{SELECT outbox.publish('orders.held', '{"seq": 1}')});
+ok( wait_until(10, sub {
+		sql(q{SELECT horizon_blocking_pid FROM outbox.stat_workers WHERE database = 'postgres'}) eq $blocker }),
+	'stat_workers names the transaction holding delivery back');
+is(scalar(@{ arrived('orders.held') }), 0, 'the message waits for it');
+$bg->query_safe('COMMIT');
+$bg->quit;
+ok(wait_until(10, sub { @{ arrived('orders.held') } == 1 }), 'and goes as soon as it ends');
+
 # ---- 500s are retried with backoff until they succeed ----
 $rx->control('fail_rate=1');
 sql(q{SELECT outbox.publish('orders.retry', '{"seq": 1}', 'r')});
@@ -145,13 +171,16 @@ sql(q{SELECT outbox.alter_endpoint('main', '{"options": {"timeout_ms": 2000, "ba
 $rx->down;
 sql(q{SELECT count(outbox.publish('orders.outage', jsonb_build_object('seq', g), 'o' || (g % 3)))
         FROM generate_series(1, 50) g});
-sleep 2;
+ok(wait_until(20, sub { sql(q{SELECT state FROM outbox.stat_endpoints WHERE name = 'main'}) eq 'open' }),
+	'the circuit opens while the receiver is down');
 my $pid = relay_pid();
 my $ticks = cpu_ticks($pid);
 sleep 3;
 cmp_ok(cpu_ticks($pid) - $ticks, '<=', 15, 'with the receiver down the relay stays near 0 % CPU');
 $rx->up;
 ok(wait_until(90, sub { @{ arrived('orders.outage') } >= 50 }), 'everything arrives after the receiver returns');
+ok(wait_until(10, sub { sql(q{SELECT state FROM outbox.stat_endpoints WHERE name = 'main'}) eq 'active' }),
+	'and the circuit closes again');
 ok(in_key_order(arrived('orders.outage')), 'still in key order');
 
 # ---- SIGKILL of the relay, then of the postmaster, while delivering 10,000 ----
