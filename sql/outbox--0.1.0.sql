@@ -100,6 +100,10 @@ CREATE TABLE outbox._messages (
     xmark      xid8 NOT NULL
 );
 COMMENT ON TABLE outbox._messages IS 'private: published messages, a gap-free log like outbox._events';
+-- The relay deletes delivered messages after outbox.retention; vacuum often
+-- so that the space is reused and the table stops growing.
+ALTER TABLE outbox._messages SET (autovacuum_vacuum_scale_factor = 0.02,
+                                  autovacuum_vacuum_insert_scale_factor = 0.05);
 COMMENT ON COLUMN outbox._messages.xmark IS 'private: see outbox._events.xmark';
 ALTER SEQUENCE outbox._messages_id_seq OWNED BY outbox._messages.id;
 

@@ -76,10 +76,15 @@ launcher_register(void)
 	RegisterBackgroundWorker(&bgw);
 }
 
-/* Connectable, non-template databases, from pg_database.  Runs a transaction. */
+/*
+ * Connectable, non-template databases, from pg_database.  Runs a
+ * transaction; the list is built in the caller's memory context, which
+ * outlives it (a list made inside the transaction was freed by its commit).
+ */
 static List *
 launcher_databases(void)
 {
+	MemoryContext caller = CurrentMemoryContext;
 	List	   *dbs = NIL;
 	Relation	rel;
 	TableScanDesc scan;
@@ -94,11 +99,17 @@ launcher_databases(void)
 		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
 
 		if (db->datallowconn && !db->datistemplate && db->datconnlimit != DATCONNLIMIT_INVALID_DB)
+		{
+			MemoryContext old = MemoryContextSwitchTo(caller);
+
 			dbs = lappend_oid(dbs, db->oid);
+			MemoryContextSwitchTo(old);
+		}
 	}
 	table_endscan(scan);
 	table_close(rel, AccessShareLock);
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(caller);
 	return dbs;
 }
 

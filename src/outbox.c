@@ -19,6 +19,7 @@ void		_PG_init(void);
 int			outbox_max_payload_bytes = 1024 * 1024;
 int			outbox_max_databases = 16;
 int			outbox_max_endpoints = 64;
+int			outbox_retention_s = 3600;
 
 /*
  * The value set by the server's configuration (file, command line, ALTER
@@ -63,6 +64,19 @@ _PG_init(void)
 							PGC_USERSET,
 							GUC_UNIT_BYTE,
 							check_max_payload_bytes,
+							NULL,
+							NULL);
+
+	DefineCustomIntVariable("outbox.retention",
+							"How long delivered messages are kept before the relay deletes them.",
+							"Messages still waiting for an endpoint, retrying or dead-lettered are kept regardless.",
+							&outbox_retention_s,
+							3600,
+							0,
+							INT_MAX / 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL,
 							NULL,
 							NULL);
 

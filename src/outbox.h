@@ -38,6 +38,7 @@
 extern int	outbox_max_payload_bytes;
 extern int	outbox_max_databases;
 extern int	outbox_max_endpoints;
+extern int	outbox_retention_s;
 
 /* shmem.c: one slot per database relay (lock order and wakeups: shmem.c) */
 typedef enum RelayState
@@ -163,6 +164,8 @@ extern void delivery_complete(HttpResult *r);
 extern void delivery_persist(void);
 extern long delivery_next_timeout(void);
 extern void delivery_report(RelaySlot *slot, bool horizon_blocked);
+extern long delivery_expire(void);
+extern void delivery_retention_changed(void);
 extern bool delivery_horizon_blocked(void);
 
 /* launcher.c */

@@ -13,6 +13,7 @@
  *   read new messages for endpoints with room      (short transaction)
  *   start the requests that may go                 (no transaction)
  *   save progress, if the fetch moved the cursor   (short transaction)
+ *   delete expired messages, when due              (short transaction)
  *   wait: latch, postmaster death, sockets, or the next scheduled retry
  *   collect finished requests                      (no transaction)
  *   save progress                                  (short transaction)
@@ -129,13 +130,21 @@ outbox_relay_main(Datum arg)
 		delivery_persist();
 
 		Assert(!IsTransactionState());
-		http_wait(delivery_next_timeout());
+		{
+			long		timeout = delivery_next_timeout();
+			long		expire_in = delivery_expire();
+
+			if (expire_in >= 0 && (timeout < 0 || expire_in < timeout))
+				timeout = expire_in;
+			http_wait(timeout);
+		}
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			delivery_retention_changed();
 		}
 		while (http_next_result(&result))
 		{

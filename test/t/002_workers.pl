@@ -78,6 +78,24 @@ ok( $node->poll_query_until('postgres',
 		    AND datname = 'app1' AND pid <> $pid}),
 	'a terminated relay is restarted');
 
+# SIGHUP reloads settings; launcher and relays survive it (a reload once
+# crashed the launcher through memory freed by a committed transaction).
+my $launcher = $node->safe_psql('postgres',
+	q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'outbox launcher'});
+my $relay_before = $node->safe_psql('postgres',
+	q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'outbox relay' AND datname = 'app1'});
+$node->append_conf('postgresql.conf', "outbox.retention = '30min'\n");
+$node->reload;
+$node->reload;
+ok( $node->poll_query_until('postgres', q{SELECT current_setting('outbox.retention') = '30min'}),
+	'SIGHUP reloads outbox settings');
+sleep 1;
+is( $node->safe_psql('postgres',
+		q{SELECT string_agg(pid::text, ',' ORDER BY backend_type) FROM pg_stat_activity
+		   WHERE backend_type = 'outbox launcher' OR (backend_type = 'outbox relay' AND datname = 'app1')}),
+	"$launcher,$relay_before",
+	'the launcher and the relay keep running through reloads');
+
 # An idle relay sleeps: its CPU time does not grow over 2 seconds.
 sub cpu_ticks
 {

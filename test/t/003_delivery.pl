@@ -215,6 +215,18 @@ crash_test('orders.kill_postmaster', sub {
 	}
 });
 
+# ---- retention: delivered messages go, dead letters stay; SIGHUP reloads it ----
+my $dead_kept = sql(q{SELECT count(*) FROM outbox.dead_letters WHERE payload IS NOT NULL});
+cmp_ok($dead_kept, '>=', 1, 'there are dead letters to keep');
+$node->append_conf('postgresql.conf', "outbox.retention = '2s'\n");
+$node->reload;
+ok( wait_until(60, sub { sql(q{SELECT count(*) FROM outbox.messages WHERE topic = 'orders.kill_postmaster'}) eq '0' }),
+	'delivered messages are deleted after outbox.retention (reloaded on SIGHUP)');
+is(sql(q{SELECT count(*) FROM outbox.dead_letters WHERE payload IS NOT NULL}), $dead_kept,
+	'dead-lettered messages keep their payload');
+sql(q{SELECT outbox.publish('orders.late', '{"seq": 1}')});
+ok(wait_until(20, sub { @{ arrived('orders.late') } == 1 }), 'delivery carries on after the clean-up');
+
 $node->stop;
 $rx->stop;
 done_testing();
