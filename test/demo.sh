@@ -2,8 +2,9 @@
 # The outbox demo, end to end on a throwaway cluster:
 #   sudo test/demo.sh
 # Installs missing Debian packages, builds and installs outbox, starts
-# PostgreSQL 15 as the postgres OS user on a free port in a temporary data
-# directory, runs test/demo.sql, and removes everything again.
+# PostgreSQL 15 (outbox preloaded) as the postgres OS user on a free port in a
+# temporary data directory, runs test/demo.sql (event store and outbox), then
+# test/demo_delivery.sh (webhooks to a local receiver), and removes it all.
 source "$(dirname "$0")/lib/common.sh"
 
 ensure_packages
@@ -15,4 +16,5 @@ port=$(free_port)
 log "starting a throwaway PostgreSQL 15 on port $port"
 start_cluster "$WORKDIR/data" "$port"
 as_pg psql -X -q -h "$WORKDIR/data" -p "$port" -d postgres -f "$WORKDIR/test/demo.sql"
-log "demo finished; the cluster and its data directory are removed"
+source "$WORKDIR/test/demo_delivery.sh"
+log "demo finished; the cluster, the receiver and the data directory are removed"
