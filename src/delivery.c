@@ -101,6 +101,7 @@ typedef struct Endpoint
 
 	int64		cursor;
 	int64		fetched;		/* highest id read from the log */
+	int64		loaded_upto;	/* highest id loaded from done_ahead or parked rows */
 	int64	   *done;			/* ids > cursor already delivered, unsorted */
 	int			ndone;
 	int			maxdone;
@@ -407,6 +408,7 @@ endpoint_load_parked(Endpoint *ep)
 
 		if (queue_contains(ep, id))
 			continue;
+		ep->loaded_upto = Max(ep->loaded_upto, id);
 		p = pending_new(ep, id, tup, 4);
 		due = spi_datum(tup, 3, &isnull);
 
@@ -509,7 +511,7 @@ delivery_reload(void)
 				int64		id = DatumGetInt64(elems[j]);
 
 				ids_add(&ep->done, &ep->ndone, &ep->maxdone, id);
-				ep->fetched = Max(ep->fetched, id);
+				ep->loaded_upto = Max(ep->loaded_upto, id);
 			}
 		}
 		MemoryContextSwitchTo(old);
@@ -581,12 +583,16 @@ delivery_fetch(bool woken)
 				break;
 			}
 			ep->fetched = id;
-			if (ids_contains(ep->done, ep->ndone, id) ||
-				!topic_matches(ep->patterns, spi_text(tup, 2)))
+			if (!topic_matches(ep->patterns, spi_text(tup, 2)))
 				continue;
-			/* a parked message may be queued already (loaded at start) */
-			if (!queue_contains(ep, id))
-				queue_insert(ep, pending_new(ep, id, tup, 2));
+			/*
+			 * Only ids up to what was loaded at start (done_ahead, parked rows)
+			 * can be delivered or queued already; later ones are new.
+			 */
+			if (id <= ep->loaded_upto &&
+				(ids_contains(ep->done, ep->ndone, id) || queue_contains(ep, id)))
+				continue;
+			queue_insert(ep, pending_new(ep, id, tup, 2));
 		}
 		ep->want_fetch = (n == FETCH_BATCH && i == n);
 		ep->dirty = true;		/* the cursor may pass non-matching messages */
