@@ -8,6 +8,8 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time);
+use lib 'test/t';
+use OutboxTest;
 
 my $node = PostgreSQL::Test::Cluster->new('workers');
 $node->init(allows_streaming => 1);
@@ -111,7 +113,17 @@ my $before = cpu_ticks($pid);
 sleep 2;
 cmp_ok(cpu_ticks($pid) - $before, '<=', 1, 'an idle relay uses no CPU');
 
-# A standby runs no relay; after promotion it does.
+# A standby runs no relay and sends nothing; after promotion its relays
+# deliver what the old primary had not.
+my $rx = start_receiver(log => "$PostgreSQL::Test::Utils::tmp_check/standby_receiver.log");
+my $url = $rx->url;
+$node->safe_psql('app1', qq{SELECT outbox.create_endpoint('r', '$url', '{*}', NULL, '{}',
+                                  '{"backoff_base_ms": 50, "backoff_max_ms": 200}')});
+$node->safe_psql('app1', q{SELECT outbox.publish('before.failover', jsonb_build_object('seq', 0))});
+ok(wait_until(20, sub { scalar(@{ $rx->deliveries }) == 1 }), 'the primary delivers');
+$rx->down;
+$node->safe_psql('app1',
+	q{SELECT count(outbox.publish('failover', jsonb_build_object('seq', g), 'k')) FROM generate_series(1, 20) g});
 $node->backup('b');
 my $standby = PostgreSQL::Test::Cluster->new('standby');
 $standby->init_from_backup($node, 'b', has_streaming => 1);
@@ -120,11 +132,21 @@ $node->wait_for_catchup($standby);
 ok( $standby->poll_query_until('postgres',
 		q{SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type LIKE 'outbox%'}),
 	'a standby runs no launcher and no relay');
+$node->stop;
+$rx->up;
+sleep 1;
+is(scalar(@{ $rx->deliveries }), 1, 'nothing is sent while only the standby runs');
 $standby->promote;
 ok( $standby->poll_query_until('postgres',
 		q{SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type = 'outbox relay'}),
 	'after promotion the relays run');
+ok(wait_until(30, sub { scalar(grep { $_->{topic} eq 'failover' } @{ $rx->deliveries }) == 20 }),
+	'the promoted standby delivers what the old primary had not, once each');
+my @seqs = map { $_->{seq} } grep { $_->{topic} eq 'failover' } @{ $rx->deliveries };
+is("@seqs", join(' ', 1 .. 20), 'in order');
 $standby->stop;
+$rx->stop;
+$node->start;
 
 # Without shared_preload_libraries the SQL API works, with no workers.
 my $plain = PostgreSQL::Test::Cluster->new('plain');
