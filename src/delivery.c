@@ -57,7 +57,13 @@
 #define FETCH_BATCH			1000	/* messages read per endpoint per fetch */
 #define BREAKER_THRESHOLD	5
 #define BREAKER_MAX_MS		60000
-#define HORIZON_RETRY_MS	100		/* re-read while a running transaction holds the log */
+/*
+ * While a running transaction holds the log back, re-read after 5 ms,
+ * doubling to 100 ms: a transaction that publishes wakes us when it commits,
+ * but one that holds an xid without publishing (autoanalyze, say) does not.
+ */
+#define HORIZON_RETRY_MIN_MS	5
+#define HORIZON_RETRY_MAX_MS	100
 
 typedef struct Pending
 {
@@ -114,6 +120,7 @@ typedef struct Endpoint
 	int			in_flight;
 	bool		want_fetch;		/* the log may have messages we have not read */
 	TimestampTz refetch_at;		/* the horizon held the last fetch back */
+	int			refetch_ms;		/* current re-read interval while held back */
 	bool		dirty;			/* may have progress to save */
 	bool		done_changed;	/* done grew since the last save */
 
@@ -579,7 +586,9 @@ delivery_fetch(bool woken)
 
 			if (FullTransactionIdFollows(DatumGetFullTransactionId(spi_datum(tup, 7, &isnull)), horizon))
 			{
-				ep->refetch_at = TimestampTzPlusMilliseconds(now, HORIZON_RETRY_MS);
+				ep->refetch_ms = ep->refetch_ms == 0 ? HORIZON_RETRY_MIN_MS
+					: Min(ep->refetch_ms * 2, HORIZON_RETRY_MAX_MS);
+				ep->refetch_at = TimestampTzPlusMilliseconds(now, ep->refetch_ms);
 				break;
 			}
 			ep->fetched = id;
@@ -595,6 +604,8 @@ delivery_fetch(bool woken)
 			queue_insert(ep, pending_new(ep, id, tup, 2));
 		}
 		ep->want_fetch = (n == FETCH_BATCH && i == n);
+		if (ep->refetch_at == 0)
+			ep->refetch_ms = 0;
 		ep->dirty = true;		/* the cursor may pass non-matching messages */
 	}
 	if (began)
