@@ -350,18 +350,28 @@ pending_new(Endpoint *ep, int64 id, HeapTuple tup, int first)
 	return p;
 }
 
+/* Free a message that is out of the queue. */
 static void
-pending_free(Endpoint *ep, Pending *p)
+pending_release(Pending *p)
 {
-	dlist_delete(&p->node);
-	ep->queued--;
 	pfree(p->msg.topic);
 	if (p->msg.key)
 		pfree(p->msg.key);
 	pfree(p->msg.payload);
 	if (p->msg.headers)
 		pfree(p->msg.headers);
+	if (p->last_error)
+		pfree(p->last_error);
 	pfree(p);
+}
+
+/* Take a message out of the queue and free it. */
+static void
+pending_free(Endpoint *ep, Pending *p)
+{
+	dlist_delete(&p->node);
+	ep->queued--;
+	pending_release(p);
 }
 
 /* Insert p into ep's queue, keeping id order (parked ones come first, in order). */
@@ -975,13 +985,7 @@ delivery_persist(void)
 		if (!ep->dirty)
 			continue;
 		foreach(dc, ep->dead)
-		{
-			Pending    *p = lfirst(dc);
-
-			pfree(p->msg.topic);
-			pfree(p->msg.payload);
-			pfree(p);
-		}
+			pending_release(lfirst(dc));
 		list_free(ep->dead);
 		ep->dead = NIL;
 		ep->nforget = 0;

@@ -99,14 +99,6 @@ is( $node->safe_psql('postgres',
 	'the launcher and the relay keep running through reloads');
 
 # An idle relay sleeps: its CPU time does not grow over 2 seconds.
-sub cpu_ticks
-{
-	my ($p) = @_;
-	open(my $fh, '<', "/proc/$p/stat") or return -1;
-	my @f = split / /, <$fh>;
-	close $fh;
-	return $f[13] + $f[14];
-}
 $pid = $node->safe_psql('postgres',
 	q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'outbox relay' AND datname = 'app1'});
 my $before = cpu_ticks($pid);
