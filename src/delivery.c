@@ -1115,7 +1115,14 @@ delivery_report(RelaySlot *slot, bool horizon_blocked)
 
 /* ---- retention ---- */
 
-#define EXPIRE_BATCH		10000
+/*
+ * Retention deletes in small batches with short pauses between them: each
+ * pass runs in the relay's own loop, so a long one would hold deliveries
+ * up (10,000-row passes put 240 ms into the p99 latency).  1,000 rows every
+ * 10 ms still deletes about 100,000 messages a second.
+ */
+#define EXPIRE_BATCH		1000
+#define EXPIRE_PAUSE_MS		10
 #define EXPIRE_AFTER_WORK_MS 5000
 
 static TimestampTz expire_at = 0;	/* next retention pass; 0 = none needed */
@@ -1140,7 +1147,7 @@ delivery_retention_changed(void)
 /*
  * When due, delete a batch of delivered messages older than outbox.retention:
  * those every endpoint's cursor has passed that have no retry or dead letter.
- * Then plan the next pass: at once while batches come back full, else when
+ * Then plan the next pass: shortly while batches come back full, else when
  * the oldest remaining candidate expires, else never (until deliveries move
  * the cursors again).  So an idle relay does not wake up for nothing.
  * Returns ms until the next pass, or -1.  One short transaction when due.
@@ -1163,7 +1170,7 @@ delivery_expire(void)
 	n = outbox_spi_run(&plan_expire, args, NULL, false, 0, SPI_OK_DELETE);
 	expire_at = 0;
 	if (n == EXPIRE_BATCH)
-		expire_at = now;
+		expire_at = TimestampTzPlusMilliseconds(now, EXPIRE_PAUSE_MS);
 	else if (outbox_spi_run(&plan_next_expiry, args, NULL, false, 1, SPI_OK_SELECT) == 1)
 	{
 		bool		isnull;
