@@ -122,6 +122,7 @@ typedef struct Endpoint
 	TimestampTz refetch_at;		/* the horizon held the last fetch back */
 	int			refetch_ms;		/* current re-read interval while held back */
 	bool		dirty;			/* may have progress to save */
+	int			unsaved;		/* finished requests whose outcome is not saved yet */
 	bool		done_changed;	/* done grew since the last save */
 
 	BreakerState breaker;
@@ -505,7 +506,7 @@ delivery_reload(void)
 			for (tok = strtok_r(secrets, " \t\n", &save); tok; tok = strtok_r(NULL, " \t\n", &save))
 				ep->wh.keys = lappend(ep->wh.keys, webhook_key(tok));
 		}
-		ep->wh.headers = spi_text(tup, 6);
+		ep->wh.header_lines = webhook_json_headers(NIL, spi_text(tup, 6));
 		ep->paused = DatumGetBool(spi_datum(tup, 7, &isnull));
 		ep->max_attempts = DatumGetInt32(spi_datum(tup, 10, &isnull));
 		ep->backoff_base_ms = DatumGetInt32(spi_datum(tup, 11, &isnull));
@@ -681,7 +682,11 @@ endpoint_send(Endpoint *ep, TimestampTz now)
 			continue;
 		if (req == NULL)
 		{
-			if (ep->in_flight >= limit)
+			/*
+			 * Requests finished but not yet saved would be repeated after a
+			 * crash, like those in flight: together they stay within the limit.
+			 */
+			if (ep->in_flight + ep->unsaved >= limit)
 				break;
 			req = MemoryContextAlloc(delivery_cxt, offsetof(Request, items) + sizeof(Pending *) * ep->batch_size);
 			req->ep = ep;
@@ -766,6 +771,7 @@ delivery_complete(HttpResult *r)
 	bool		ok = r->status >= 200 && r->status < 300;
 
 	ep->in_flight--;
+	ep->unsaved++;
 	ep->dirty = true;
 	if (ok)
 		ep->last_success_at = now;
@@ -844,6 +850,9 @@ delivery_complete(HttpResult *r)
 
 static void expire_soon(void);
 
+#define PERSIST_EVERY_MS	20
+static TimestampTz last_persist = 0;
+
 /* ---- saving progress ---- */
 
 /*
@@ -910,6 +919,7 @@ delivery_persist(void)
 			ep->nforget == 0 && !ep->pause_now)
 		{
 			ep->dirty = false;	/* nothing moved */
+			ep->unsaved = 0;
 			continue;
 		}
 		for (int i = 0; i < ep->ndone; i++)
@@ -991,8 +1001,36 @@ delivery_persist(void)
 		ep->nforget = 0;
 		ep->pause_now = false;
 		ep->done_changed = false;
+		ep->unsaved = 0;
 		ep->dirty = false;
 	}
+	last_persist = GetCurrentTimestamp();
+}
+
+/*
+ * Save progress now?  Saving is a commit (and a WAL flush): group it.  Save
+ * when nothing is in flight (about to sleep), when an endpoint cannot send
+ * because its finished-but-unsaved requests fill half its window, or every
+ * PERSIST_EVERY_MS.
+ */
+bool
+delivery_should_persist(void)
+{
+	ListCell   *lc;
+	bool		dirty = false;
+
+	foreach(lc, endpoints)
+	{
+		Endpoint   *ep = lfirst(lc);
+
+		if (!ep->dirty)
+			continue;
+		dirty = true;
+		if (ep->unsaved > 0 && ep->unsaved * 2 >= ep->max_in_flight)
+			return true;
+	}
+	return dirty && (http_in_flight() == 0 ||
+					 TimestampDifferenceExceeds(last_persist, GetCurrentTimestamp(), PERSIST_EVERY_MS));
 }
 
 /* ms until the next scheduled work (a retry, a probe, a re-read), or -1. */
@@ -1008,6 +1046,14 @@ delivery_next_timeout(void)
 		Endpoint   *ep = lfirst(lc);
 		dlist_iter	it;
 
+		if (ep->dirty)
+		{
+			/* grouped saves still happen within PERSIST_EVERY_MS */
+			TimestampTz t = TimestampTzPlusMilliseconds(last_persist, PERSIST_EVERY_MS);
+
+			if (next == 0 || t < next)
+				next = t;
+		}
 		if (ep->dropped || ep->paused)
 			continue;
 		if (ep->refetch_at != 0 && (next == 0 || ep->refetch_at < next))

@@ -3,10 +3,14 @@
  *		Everything that touches libcurl.  The only file that includes curl.
  *
  * The relay sends many requests at once through one curl multi handle and
- * waits for them together with its latch and postmaster death in a single
- * WaitEventSet: curl tells us, through its socket and timer callbacks, which
- * sockets to watch and when it needs a timeout; we tell curl which sockets
- * became ready.  An idle relay therefore sleeps in one epoll_wait.
+ * waits for them together with its latch and postmaster death.  curl's
+ * socket callback keeps the sockets curl wants watched in an epoll set of
+ * our own; a WaitEventSet made once watches the latch, postmaster death and
+ * that epoll descriptor, which becomes readable when any socket is ready.
+ * (Rebuilding a wait set with every socket on each turn of the loop cost
+ * hundreds of thousands of syscalls a second.)  curl's timer callback gives
+ * the wait's timeout; we tell curl which sockets became ready.  An idle relay
+ * sleeps in one epoll_wait.
  *
  * Rules that keep this safe inside a PostgreSQL backend:
  *  - curl callbacks never ereport, palloc or CHECK_FOR_INTERRUPTS: a longjmp
@@ -24,6 +28,7 @@
 #include "postgres.h"
 
 #include <curl/curl.h>
+#include <sys/epoll.h>
 
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -38,7 +43,8 @@
 PG_FUNCTION_INFO_V1(outbox_check_url);
 
 #define HTTP_MAX_BODY		4096	/* response bytes kept, for last_error */
-#define HTTP_MAX_SOCKETS	4096
+#define HTTP_MAX_READY		256		/* sockets handled per wakeup */
+#define HTTP_POOL			256		/* finished easy handles kept for reuse */
 
 typedef struct HttpTransfer
 {
@@ -53,42 +59,34 @@ typedef struct HttpTransfer
 	struct HttpTransfer *next_done;
 } HttpTransfer;
 
-typedef struct HttpSocket
-{
-	curl_socket_t fd;
-	int			what;			/* CURL_POLL_IN, _OUT, _INOUT */
-} HttpSocket;
-
 static CURLM *multi = NULL;
-static HttpSocket sockets[HTTP_MAX_SOCKETS];
-static int	nsockets = 0;
+static int	epfd = -1;			/* the sockets curl wants watched */
+static WaitEventSet *wait_set = NULL;	/* latch, postmaster death, epfd */
 static long curl_timeout_ms = -1;	/* what curl's timer callback asked for */
 static int	in_flight = 0;
+static CURL *pool[HTTP_POOL];	/* easy handles to reuse: no malloc churn per request */
+static int	npool = 0;
 
 /* ---- curl callbacks: plain C only ---- */
 
 static int
 http_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
-	int			i;
+	struct epoll_event ev = {0};
 
-	for (i = 0; i < nsockets; i++)
-		if (sockets[i].fd == fd)
-			break;
 	if (what == CURL_POLL_REMOVE)
 	{
-		if (i < nsockets)
-			sockets[i] = sockets[--nsockets];
+		(void) epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
+		curl_multi_assign(multi, fd, NULL);
 		return 0;
 	}
-	if (i == nsockets)
-	{
-		if (nsockets == HTTP_MAX_SOCKETS)
-			return -1;
-		nsockets++;
-	}
-	sockets[i].fd = fd;
-	sockets[i].what = what;
+	ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0);
+	ev.data.fd = fd;
+	/* socketp is non-NULL once the socket is in the epoll set */
+	if (epoll_ctl(epfd, socketp ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev) != 0)
+		return -1;
+	if (socketp == NULL)
+		curl_multi_assign(multi, fd, (void *) 1);
 	return 0;
 }
 
@@ -151,6 +149,13 @@ http_init(void)
 	multi = curl_multi_init();
 	if (multi == NULL)
 		elog(ERROR, "curl_multi_init failed");
+	epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (epfd < 0)
+		elog(ERROR, "epoll_create1 failed: %m");
+	wait_set = CreateWaitEventSet(TopMemoryContext, 3);
+	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, epfd, NULL, NULL);
 	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, http_socket_cb);
 	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, http_timer_cb);
 	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, 256L);
@@ -164,7 +169,8 @@ http_in_flight(void)
 
 /*
  * Start a POST.  headers are complete "Name: value" lines; body is copied.
- * owner comes back with the result.
+ * owner comes back with the result.  Every option is set here, each time,
+ * because easy handles are reused.
  */
 void
 http_post(void *owner, const char *url, List *headers, const char *body, size_t body_len,
@@ -173,7 +179,8 @@ http_post(void *owner, const char *url, List *headers, const char *body, size_t 
 	HttpTransfer *t = calloc(1, sizeof(HttpTransfer));
 	ListCell   *lc;
 
-	if (t == NULL || (t->body = malloc(body_len + 1)) == NULL || (t->easy = curl_easy_init()) == NULL)
+	if (t == NULL || (t->body = malloc(body_len + 1)) == NULL ||
+		(t->easy = npool > 0 ? pool[--npool] : curl_easy_init()) == NULL)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
 	memcpy(t->body, body, body_len);
 	t->owner = owner;
@@ -214,45 +221,35 @@ http_post(void *owner, const char *url, List *headers, const char *body, size_t 
 void
 http_wait(long timeout_ms)
 {
-	WaitEventSet *set;
-	WaitEvent	events[64];
+	WaitEvent	events[3];
+	struct epoll_event ready[HTTP_MAX_READY];
 	int			nready;
-	bool		timed_out;
 	int			running;
+	bool		sockets_ready = false;
 
 	if (curl_timeout_ms >= 0 && (timeout_ms < 0 || curl_timeout_ms < timeout_ms))
 		timeout_ms = curl_timeout_ms;
 
-	set = CreateWaitEventSet(CurrentMemoryContext, nsockets + 2);
-	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
-	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
-	for (int i = 0; i < nsockets; i++)
-	{
-		uint32		ev = 0;
-
-		if (sockets[i].what & CURL_POLL_IN)
-			ev |= WL_SOCKET_READABLE;
-		if (sockets[i].what & CURL_POLL_OUT)
-			ev |= WL_SOCKET_WRITEABLE;
-		AddWaitEventToSet(set, ev, sockets[i].fd, NULL, NULL);
-	}
-	nready = WaitEventSetWait(set, timeout_ms, events, lengthof(events), PG_WAIT_EXTENSION);
-	FreeWaitEventSet(set);
-
-	timed_out = (nready == 0);
+	nready = WaitEventSetWait(wait_set, timeout_ms, events, lengthof(events), PG_WAIT_EXTENSION);
 	for (int i = 0; i < nready; i++)
-	{
-		int			flags = 0;
-
-		if (!(events[i].events & (WL_SOCKET_READABLE | WL_SOCKET_WRITEABLE)))
-			continue;
 		if (events[i].events & WL_SOCKET_READABLE)
-			flags |= CURL_CSELECT_IN;
-		if (events[i].events & WL_SOCKET_WRITEABLE)
-			flags |= CURL_CSELECT_OUT;
-		curl_multi_socket_action(multi, events[i].fd, flags, &running);
+			sockets_ready = true;
+
+	if (sockets_ready)
+	{
+		nready = epoll_wait(epfd, ready, lengthof(ready), 0);
+		for (int i = 0; i < nready; i++)
+		{
+			int			flags = 0;
+
+			if (ready[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+				flags |= CURL_CSELECT_IN;
+			if (ready[i].events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+				flags |= CURL_CSELECT_OUT;
+			curl_multi_socket_action(multi, ready[i].data.fd, flags, &running);
+		}
 	}
-	if (timed_out || curl_timeout_ms == 0)
+	if ((!sockets_ready && curl_timeout_ms >= 0) || curl_timeout_ms == 0)
 		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
 }
 
@@ -288,7 +285,11 @@ http_next_result(HttpResult *r)
 			snprintf(r->error, sizeof(r->error), "HTTP %ld: %s", status, t->response);
 		}
 		curl_multi_remove_handle(multi, t->easy);
-		curl_easy_cleanup(t->easy);
+		/* every option is set again by http_post: keep the handle for the next */
+		if (npool < HTTP_POOL)
+			pool[npool++] = t->easy;
+		else
+			curl_easy_cleanup(t->easy);
 		curl_slist_free_all(t->headers);
 		free(t->body);
 		free(t);

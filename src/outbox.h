@@ -122,7 +122,7 @@ typedef struct WebhookKey
 typedef struct WebhookEndpoint
 {
 	List	   *keys;			/* WebhookKey *, one per active secret */
-	char	   *headers;		/* the endpoint's headers, a JSON object */
+	List	   *header_lines;	/* the endpoint's headers, "Name: value" */
 } WebhookEndpoint;
 
 typedef struct WebhookMessage
@@ -136,6 +136,7 @@ typedef struct WebhookMessage
 } WebhookMessage;
 
 extern WebhookKey *webhook_key(const char *secret);
+extern List *webhook_json_headers(List *lines, const char *json);
 extern List *webhook_build(const WebhookEndpoint *ep, WebhookMessage **msgs, int n,
 						   StringInfo body);
 
@@ -162,6 +163,7 @@ extern void delivery_fetch(bool woken);
 extern void delivery_send(void);
 extern void delivery_complete(HttpResult *r);
 extern void delivery_persist(void);
+extern bool delivery_should_persist(void);
 extern long delivery_next_timeout(void);
 extern void delivery_report(RelaySlot *slot, bool horizon_blocked);
 extern long delivery_expire(void);

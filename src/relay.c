@@ -11,12 +11,13 @@
  * The loop (delivery.c does the work, http.c the waiting):
  *   reload endpoints if their generation changed   (short transaction)
  *   read new messages for endpoints with room      (short transaction)
+ *   save progress, grouped: when nothing is in flight, when unsaved results
+ *     fill half an endpoint's window, or every 20 ms (short transaction)
  *   start the requests that may go                 (no transaction)
- *   save progress, if the fetch moved the cursor   (short transaction)
+ *   save again if about to sleep with progress unsaved
  *   delete expired messages, when due              (short transaction)
  *   wait: latch, postmaster death, sockets, or the next scheduled retry
  *   collect finished requests                      (no transaction)
- *   save progress                                  (short transaction)
  * With nothing in flight and nothing scheduled, the wait has no timeout, so
  * an idle relay uses no CPU; commits that publish or change endpoints set
  * its latch (shmem.c).
@@ -125,9 +126,17 @@ outbox_relay_main(Datum arg)
 		}
 		woken = pg_atomic_exchange_u32(&my_slot->wake_pending, 0) != 0;
 		delivery_fetch(woken);
+		/*
+		 * Saving is grouped (delivery_should_persist).  Save before sending:
+		 * unsaved results count against an endpoint's window, so a full
+		 * window must be saved for requests to go.  And after: a fetch that
+		 * only moved the cursor is saved before sleeping.
+		 */
+		if (delivery_should_persist())
+			delivery_persist();
 		delivery_send();
-		/* a fetch may move the cursor past other topics: save before sleeping */
-		delivery_persist();
+		if (delivery_should_persist())
+			delivery_persist();
 
 		Assert(!IsTransactionState());
 		{
@@ -151,7 +160,6 @@ outbox_relay_main(Datum arg)
 			delivery_complete(&result);
 			my_slot->requests++;	/* only this process writes it */
 		}
-		delivery_persist();
 		delivery_report(my_slot, delivery_horizon_blocked());
 	}
 }

@@ -11,6 +11,9 @@
  * signs with its base64-decoded bytes, any other with its raw bytes.  The
  * crypto is PostgreSQL's own (common/hmac.h, common/base64.h).
  *
+ * The endpoint's own headers are parsed once (webhook_json_headers, when the
+ * relay loads the endpoint), the message's for each request.
+ *
  * batch_size 1: the body is the payload itself, with outbox-topic,
  * outbox-key and the message's headers as HTTP headers.  batch_size > 1: the
  * body is a JSON array of envelopes {"id", "topic", "key", "timestamp",
@@ -103,7 +106,7 @@ webhook_signature(List *keys, const char *id, int64 ts, const StringInfo body)
 }
 
 /* Append "Name: value" lines for a JSON object of string headers. */
-static List *
+List *
 webhook_json_headers(List *lines, const char *json)
 {
 	Jsonb	   *jb;
@@ -112,7 +115,7 @@ webhook_json_headers(List *lines, const char *json)
 	JsonbIteratorToken tok;
 	char	   *name = NULL;
 
-	if (json == NULL)
+	if (json == NULL || strcmp(json, "{}") == 0)
 		return lines;
 	jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
 	it = JsonbIteratorInit(&jb->root);
@@ -171,7 +174,7 @@ webhook_build(const WebhookEndpoint *ep, WebhookMessage **msgs, int n, StringInf
 	if (ep->keys != NIL)
 		lines = lappend(lines, psprintf("webhook-signature: %s",
 										webhook_signature(ep->keys, id, ts, body)));
-	lines = webhook_json_headers(lines, ep->headers);
+	lines = list_concat(lines, ep->header_lines);
 	if (n == 1)
 		lines = webhook_json_headers(lines, msgs[0]->headers);
 	return lines;
