@@ -58,6 +58,9 @@ SELECT regress.try($$SELECT outbox.publish(repeat('t', 256), '{}')$$);
 SELECT regress.try($$SELECT outbox.publish('orders.*', '{}')$$);
 SELECT regress.try($$SELECT outbox.publish('t', NULL)$$);
 SELECT regress.try($$SELECT outbox.publish('t', '{}', '')$$);
+-- topic and key become HTTP header values: no header smuggling through them
+SELECT regress.try($$SELECT outbox.publish('t', '{}', E'k\r\nwebhook-signature: v1,forged')$$);
+SELECT regress.try($$SELECT outbox.publish(E't\n', '{}')$$);
 SELECT regress.try($$SELECT outbox.publish('t', '{}', repeat('k', 256))$$);
 SELECT regress.try($$SELECT outbox.publish('t', '{}', NULL, NULL)$$);
 SELECT regress.try($$SELECT outbox.publish('t', '{}', NULL, '[]')$$);

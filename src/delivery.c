@@ -40,6 +40,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "commands/extension.h"
 #include "common/pg_prng.h"
 #include "executor/spi.h"
 #include "lib/ilist.h"
@@ -146,6 +147,7 @@ typedef struct Endpoint
 	int			latency_pos;
 
 	MemoryContext cxt;
+	MemoryContext config_cxt;	/* name, url, patterns, keys, headers */
 } Endpoint;
 
 /* One request in flight: the endpoint and its messages. */
@@ -157,6 +159,7 @@ typedef struct Request
 } Request;
 
 static List *endpoints = NIL;	/* Endpoint * */
+static Oid	extension_oid = InvalidOid;	/* of the endpoints loaded */
 static MemoryContext delivery_cxt = NULL;
 
 static OutboxPlan plan_endpoints = {
@@ -180,9 +183,11 @@ static OutboxPlan plan_fetch = {
 	" FROM outbox._messages WHERE id > $1 ORDER BY id LIMIT $2",
 	2, {INT8OID, INT4OID}
 };
+/* SKIP LOCKED: an admin transaction holding the row must not stall delivery */
 static OutboxPlan plan_save_cursor = {
 	"UPDATE outbox._endpoints SET cursor_id = $2, done_ahead = $3,"
-	" paused = paused OR $4 WHERE id = $1",
+	" paused = paused OR $4"
+	" WHERE id = (SELECT id FROM outbox._endpoints WHERE id = $1 FOR UPDATE SKIP LOCKED)",
 	4, {INT4OID, INT8OID, INT8ARRAYOID, BOOLOID}
 };
 static OutboxPlan plan_save_deliveries = {
@@ -314,10 +319,6 @@ ids_contains(int64 *ids, int n, int64 id)
 static void
 endpoint_free(Endpoint *ep)
 {
-	MemoryContext old = MemoryContextSwitchTo(delivery_cxt);
-
-	endpoints = list_delete_ptr(endpoints, ep);
-	MemoryContextSwitchTo(old);
 	MemoryContextDelete(ep->cxt);
 	pfree(ep);
 }
@@ -329,7 +330,7 @@ endpoint_by_id(int id)
 	ListCell   *lc;
 
 	foreach(lc, endpoints)
-		if (((Endpoint *) lfirst(lc))->id == id)
+		if (((Endpoint *) lfirst(lc))->id == id && !((Endpoint *) lfirst(lc))->dropped)
 			return lfirst(lc);
 	return NULL;
 }
@@ -423,17 +424,17 @@ endpoint_load_parked(Endpoint *ep)
 		int64		id = DatumGetInt64(spi_datum(tup, 1, &isnull));
 		Pending    *p;
 		Datum		due;
+		bool		no_due;
 
 		if (queue_contains(ep, id))
 			continue;
 		ep->loaded_upto = Max(ep->loaded_upto, id);
 		p = pending_new(ep, id, tup, 4);
-		due = spi_datum(tup, 3, &isnull);
-
+		due = spi_datum(tup, 3, &no_due);
 		p->attempts = DatumGetInt32(spi_datum(tup, 2, &isnull));
 		p->parked = true;
-		p->waiting_key = isnull;
-		p->due = isnull ? 0 : DatumGetTimestampTz(due);
+		p->waiting_key = no_due;
+		p->due = no_due ? 0 : DatumGetTimestampTz(due);
 		queue_insert(ep, p);
 	}
 }
@@ -453,9 +454,21 @@ delivery_reload(void)
 	if (delivery_cxt == NULL)
 		delivery_cxt = AllocSetContextCreate(TopMemoryContext, "outbox delivery",
 											 ALLOCSET_DEFAULT_SIZES);
+	/*
+	 * Save first: parked rows are reloaded below, and a retry that just
+	 * finished must not come back from its stale 'retry' row.
+	 */
+	delivery_persist();
 	delivery_begin("outbox: loading endpoints");
 	foreach(lc, endpoints)
 		((Endpoint *) lfirst(lc))->dropped = true;
+	/* the extension was dropped and created again: nothing carries over */
+	if (extension_oid != get_extension_oid("outbox", false))
+	{
+		foreach(lc, endpoints)
+			((Endpoint *) lfirst(lc))->id = -1;
+		extension_oid = get_extension_oid("outbox", false);
+	}
 
 	n = outbox_spi_run(&plan_endpoints, NULL, NULL, true, 0, SPI_OK_SELECT);
 	reloaded = NIL;
@@ -482,7 +495,13 @@ delivery_reload(void)
 			MemoryContextSwitchTo(old);
 		}
 		ep->dropped = false;
-		old = MemoryContextSwitchTo(ep->cxt);
+		/* the configuration lives in its own context, replaced on each reload */
+		if (ep->config_cxt)
+			MemoryContextReset(ep->config_cxt);
+		else
+			ep->config_cxt = AllocSetContextCreate(ep->cxt, "outbox endpoint config",
+												   ALLOCSET_SMALL_SIZES);
+		old = MemoryContextSwitchTo(ep->config_cxt);
 		ep->name = spi_text(tup, 2);
 		ep->url = spi_text(tup, 3);
 		ep->patterns = NIL;
@@ -522,6 +541,7 @@ delivery_reload(void)
 			Datum	   *elems;
 			int			nelems;
 
+			MemoryContextSwitchTo(ep->cxt);
 			ep->cursor = ep->fetched = DatumGetInt64(spi_datum(tup, 8, &isnull));
 			deconstruct_array(arr, INT8OID, 8, true, TYPALIGN_DOUBLE, &elems, NULL, &nelems);
 			for (int j = 0; j < nelems; j++)
@@ -547,7 +567,7 @@ delivery_reload(void)
 		if (ep->dropped && ep->in_flight == 0)
 		{
 			endpoint_free(ep);
-			break;				/* the list changed; the rest go next time */
+			foreach_delete_current(endpoints, lc);
 		}
 	}
 }
@@ -576,10 +596,14 @@ delivery_fetch(bool woken)
 
 		if (woken || (ep->refetch_at != 0 && now >= ep->refetch_at))
 			ep->want_fetch = true;
-		/* a full queue reads later: want_fetch remembers it */
-		if (!ep->want_fetch || ep->dropped || ep->paused ||
-			ep->queued >= 2 * ep->max_in_flight * ep->batch_size)
+		if (!ep->want_fetch || ep->dropped || ep->paused)
 			continue;
+		/* a full queue reads later: want_fetch remembers it, no timer needed */
+		if (ep->queued >= 2 * ep->max_in_flight * ep->batch_size)
+		{
+			ep->refetch_at = 0;
+			continue;
+		}
 		if (!began)
 			delivery_begin("outbox: reading messages");
 		began = true;
@@ -680,20 +704,20 @@ endpoint_send(Endpoint *ep, TimestampTz now)
 			held = lappend(held, p->msg.key);
 		if (p->in_flight || blocked || (p->due != 0 && now < p->due))
 			continue;
+		/*
+		 * Requests finished but not yet saved would be repeated after a
+		 * crash, like those in flight: together they stay within the limit.
+		 */
+		if (req == NULL && ep->in_flight + ep->unsaved >= limit)
+			break;
+		if (!endpoint_take_token(ep, now))
+			break;
 		if (req == NULL)
 		{
-			/*
-			 * Requests finished but not yet saved would be repeated after a
-			 * crash, like those in flight: together they stay within the limit.
-			 */
-			if (ep->in_flight + ep->unsaved >= limit)
-				break;
 			req = MemoryContextAlloc(delivery_cxt, offsetof(Request, items) + sizeof(Pending *) * ep->batch_size);
 			req->ep = ep;
 			req->n = 0;
 		}
-		if (!endpoint_take_token(ep, now))
-			break;
 		p->in_flight = true;
 		req->items[req->n++] = p;
 		if (req->n == ep->batch_size)
@@ -835,8 +859,10 @@ delivery_complete(HttpResult *r)
 		{
 			MemoryContext old = MemoryContextSwitchTo(ep->cxt);
 
-			/* dead: out of the queue, saved by the next persist */
+			/* dead: out of the queue, saved by the next persist; finished like a delivery */
 			ep->dead_lettered++;
+			ids_add(&ep->done, &ep->ndone, &ep->maxdone, p->msg.id);
+			ep->done_changed = true;
 			dlist_delete(&p->node);
 			ep->queued--;
 			ep->dead = lappend(ep->dead, p);
@@ -844,8 +870,7 @@ delivery_complete(HttpResult *r)
 		}
 	}
 	pfree(req);
-	if (ep->dropped && ep->in_flight == 0)
-		endpoint_free(ep);
+	/* a dropped endpoint is freed by the next reload, once idle */
 }
 
 static void expire_soon(void);
@@ -891,17 +916,25 @@ delivery_persist(void)
 {
 	ListCell   *lc;
 	bool		began = false;
+	List	   *skipped = NIL;	/* endpoints whose row was locked or gone */
 
 	foreach(lc, endpoints)
 	{
 		Endpoint   *ep = lfirst(lc);
 		dlist_iter	it;
 		int64		cursor = ep->fetched;
+		int64		saved_cursor;
 		int			keep = 0;
 		List	   *rows = NIL;
 		Datum		args[7];
 
-		if (!ep->dirty || ep->dropped)
+		if (ep->dropped)
+		{
+			ep->dirty = false;	/* nothing to save for an endpoint that is gone */
+			ep->unsaved = 0;
+			continue;
+		}
+		if (!ep->dirty)
 			continue;
 		endpoint_park_followers(ep);
 		dlist_foreach(it, &ep->queue)
@@ -914,6 +947,7 @@ delivery_persist(void)
 				rows = lappend(rows, p);
 		}
 		cursor = Max(cursor, ep->cursor);
+		saved_cursor = ep->cursor;
 		rows = list_concat(rows, ep->dead);
 		if (cursor == ep->cursor && !ep->done_changed && rows == NIL &&
 			ep->nforget == 0 && !ep->pause_now)
@@ -936,7 +970,16 @@ delivery_persist(void)
 		args[1] = Int64GetDatum(cursor);
 		args[2] = PointerGetDatum(int64_array(ep->done, ep->ndone));
 		args[3] = BoolGetDatum(ep->pause_now);
-		outbox_spi_run(&plan_save_cursor, args, NULL, false, 0, SPI_OK_UPDATE);
+		if (outbox_spi_run(&plan_save_cursor, args, NULL, false, 0, SPI_OK_UPDATE) == 0)
+		{
+			/*
+			 * The row is locked by a transaction that changes the endpoint,
+			 * or gone: save next time (a reload will tell which).
+			 */
+			ep->cursor = saved_cursor;
+			skipped = lappend(skipped, ep);
+			continue;
+		}
 
 		if (rows != NIL)
 		{
@@ -992,7 +1035,7 @@ delivery_persist(void)
 		Endpoint   *ep = lfirst(lc);
 		ListCell   *dc;
 
-		if (!ep->dirty)
+		if (!ep->dirty || list_member_ptr(skipped, ep))
 			continue;
 		foreach(dc, ep->dead)
 			pending_release(lfirst(dc));
@@ -1023,7 +1066,7 @@ delivery_should_persist(void)
 	{
 		Endpoint   *ep = lfirst(lc);
 
-		if (!ep->dirty)
+		if (!ep->dirty || ep->dropped)
 			continue;
 		dirty = true;
 		if (ep->unsaved > 0 && ep->unsaved * 2 >= ep->max_in_flight)
@@ -1046,6 +1089,10 @@ delivery_next_timeout(void)
 		Endpoint   *ep = lfirst(lc);
 		dlist_iter	it;
 
+		if (ep->dropped)
+			continue;
+		if (ep->want_fetch && !ep->paused && ep->queued < 2 * ep->max_in_flight * ep->batch_size)
+			return 0;			/* more of the log to read, and room for it */
 		if (ep->dirty)
 		{
 			/* grouped saves still happen within PERSIST_EVERY_MS */

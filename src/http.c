@@ -284,6 +284,10 @@ http_next_result(HttpResult *r)
 			t->response[t->response_len] = '\0';
 			snprintf(r->error, sizeof(r->error), "HTTP %ld: %s", status, t->response);
 		}
+		/* stored as text: keep printable ASCII only, whatever the body's encoding */
+		for (char *c = r->error; *c; c++)
+			if ((unsigned char) *c < 0x20 || (unsigned char) *c >= 0x7f)
+				*c = '?';
 		curl_multi_remove_handle(multi, t->easy);
 		/* every option is set again by http_post: keep the handle for the next */
 		if (npool < HTTP_POOL)

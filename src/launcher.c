@@ -43,6 +43,7 @@
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "tcop/utility.h"
+#include "utils/acl.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -201,6 +202,8 @@ launcher_step(void)
 		}
 		if (handles[index] != NULL)
 			continue;			/* running */
+		if (slot->pid != 0)
+			continue;			/* running, started by an earlier launcher */
 
 		if (pg_atomic_exchange_u32(&slot->start_wanted, 0) == 1 && slot->state == RELAY_NO_EXTENSION)
 			slot->state = RELAY_NONE;
@@ -269,6 +272,9 @@ launcher_hold_database(const char *dbname)
 	pid_t		pid = 0;
 
 	if (!OidIsValid(dboid) || outbox_shmem == NULL)
+		return InvalidOid;
+	/* only for a command that may succeed: others must not stop the relay */
+	if (!superuser() && !pg_database_ownercheck(dboid, GetUserId()))
 		return InvalidOid;
 	LWLockAcquire(outbox_shmem->lock, LW_EXCLUSIVE);
 	if ((slot = shmem_find_slot(dboid)) != NULL)

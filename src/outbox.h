@@ -247,6 +247,7 @@ extern Jsonb *outbox_arg_jsonb(FunctionCallInfo fcinfo, int argno, const char *w
 extern int32 outbox_arg_count(FunctionCallInfo fcinfo, int argno, const char *what);
 extern int64 outbox_arg_position(FunctionCallInfo fcinfo, int argno, const char *what);
 extern void outbox_check_writable(const char *fname);
+extern void outbox_check_header_value(const char *what, const char *value, int len);
 extern void outbox_check_name(const char *what, const char *name, int len);
 extern void outbox_check_payload_size(const char *what, Jsonb *value);
 extern void outbox_check_headers(const char *what, Jsonb *headers);

@@ -54,6 +54,7 @@ outbox_publish(PG_FUNCTION_ARGS)
 	int64		id;
 
 	outbox_check_writable("outbox.publish()");
+	outbox_check_header_value("topic", topic, strlen(topic));
 	if (strchr(topic, '*') != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -64,6 +65,7 @@ outbox_publish(PG_FUNCTION_ARGS)
 		text	   *key = PG_GETARG_TEXT_PP(2);
 
 		outbox_check_name("key", VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key));
+		outbox_check_header_value("key", VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key));
 		row[2] = PointerGetDatum(key);
 	}
 	else

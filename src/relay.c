@@ -25,6 +25,8 @@
  */
 #include "postgres.h"
 
+#include <signal.h>
+
 #include "access/xact.h"
 #include "commands/extension.h"
 #include "miscadmin.h"
@@ -62,6 +64,8 @@ relay_set_state(RelayState state)
 	LWLockAcquire(outbox_shmem->lock, LW_EXCLUSIVE);
 	my_slot->state = state;
 	my_slot->last_activity_at = GetCurrentTimestamp();
+	if (state == RELAY_RUNNING)
+		my_slot->failures = 0;	/* the launcher's backoff starts over */
 	LWLockRelease(outbox_shmem->lock);
 }
 
@@ -92,6 +96,12 @@ outbox_relay_main(Datum arg)
 
 	my_slot = &outbox_shmem->slots[index];
 	LWLockAcquire(outbox_shmem->lock, LW_EXCLUSIVE);
+	/* one relay per database: a live one may have outlived a launcher restart */
+	if (my_slot->pid != 0 && kill(my_slot->pid, 0) == 0)
+	{
+		LWLockRelease(outbox_shmem->lock);
+		proc_exit(0);
+	}
 	dboid = my_slot->dboid;
 	my_slot->pid = MyProcPid;
 	my_slot->latch = MyLatch;

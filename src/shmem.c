@@ -136,9 +136,15 @@ shmem_xact_callback(XactEvent event, void *arg)
 	Latch	   *latch = NULL;
 
 	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT &&
-		event != XACT_EVENT_PARALLEL_COMMIT && event != XACT_EVENT_PARALLEL_ABORT)
+		event != XACT_EVENT_PARALLEL_COMMIT && event != XACT_EVENT_PARALLEL_ABORT &&
+		event != XACT_EVENT_PREPARE)
 		return;
+	/*
+	 * A prepared transaction is committed by another session, which has no
+	 * flags to wake the relay with: its messages go at the relay's next wake.
+	 */
 	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_PREPARE ||
 		!(wake_at_commit || config_changed_at_commit) || outbox_shmem == NULL)
 	{
 		wake_at_commit = config_changed_at_commit = false;

@@ -51,6 +51,21 @@ outbox_check_name(const char *what, const char *name, int len)
 						   len, OUTBOX_MAX_NAME_BYTES)));
 }
 
+/*
+ * Topics and keys travel as HTTP header values (outbox-topic, outbox-key):
+ * no control characters, so that no header or request can be smuggled in.
+ */
+void
+outbox_check_header_value(const char *what, const char *value, int len)
+{
+	for (int i = 0; i < len; i++)
+		if ((unsigned char) value[i] < 0x20 || value[i] == 0x7f)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s must not contain control characters", what),
+					 errdetail("It is sent as an HTTP header value.")));
+}
+
 /* A non-NULL, non-empty text argument of at most OUTBOX_MAX_NAME_BYTES. */
 char *
 outbox_arg_name(FunctionCallInfo fcinfo, int argno, const char *what)
