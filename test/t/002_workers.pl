@@ -71,6 +71,27 @@ ok( $node->poll_query_until('postgres',
 		q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'outbox relay' AND datname = 'app2b'}),
 	'after ALTER DATABASE RENAME the relay runs again');
 
+# A DROP DATABASE that will fail (not the owner) does not stop the relay.
+$node->safe_psql('postgres', 'CREATE ROLE regress_intruder LOGIN');
+my $app1_relay = $node->safe_psql('postgres',
+	q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'outbox relay' AND datname = 'app1'});
+my ($ret, $o, $e) = $node->psql('postgres', 'DROP DATABASE app1', extra_params => [ '-U', 'regress_intruder' ]);
+like($e, qr/must be owner/, 'a non-owner cannot drop the database');
+is( $node->safe_psql('postgres',
+		q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'outbox relay' AND datname = 'app1'}),
+	$app1_relay, 'and its failed DROP DATABASE did not stop the relay');
+
+# A restarted launcher adopts the running relays instead of starting more.
+$node->safe_psql('postgres',
+	q{SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'outbox launcher'});
+ok( $node->poll_query_until('postgres',
+		q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'outbox launcher'}),
+	'the launcher is restarted');
+sleep 2;
+is( $node->safe_psql('postgres',
+		q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'outbox relay' AND datname = 'app1'}),
+	'1', 'still one relay per database');
+
 # A relay terminated by an administrator is restarted by the launcher.
 my $pid = $node->safe_psql('postgres',
 	q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'outbox relay' AND datname = 'app1'});

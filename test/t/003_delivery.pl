@@ -108,6 +108,13 @@ $bg->query_safe('COMMIT');
 $bg->quit;
 ok(wait_until(10, sub { @{ arrived('orders.held') } == 1 }), 'and goes as soon as it ends');
 
+# A rare topic behind thousands of messages of other topics arrives promptly
+# (the relay keeps reading the log without waiting for another wakeup).
+sql(q{SELECT count(outbox.publish('billing.noise', '{}')) FROM generate_series(1, 2500)});
+sql(q{SELECT outbox.publish('orders.rare', '{"seq": 1}')});
+ok(wait_until(10, sub { @{ arrived('orders.rare') } == 1 }),
+	'a matching message behind 2,500 others arrives promptly');
+
 # ---- 500s are retried with backoff until they succeed ----
 $rx->control('fail_rate=1');
 sql(q{SELECT outbox.publish('orders.retry', '{"seq": 1}', 'r')});
@@ -219,6 +226,18 @@ crash_test('orders.kill_postmaster', sub {
 		sleep 0.2;
 	}
 });
+
+# ---- dropping an endpoint with requests in flight: no spinning relay ----
+sql(qq{SELECT outbox.create_endpoint('slow', '@{[$rx->url]}', '{slow.*}')});
+$rx->control('delay_ms=3000');
+sql(q{SELECT count(outbox.publish('slow.x', jsonb_build_object('seq', g))) FROM generate_series(1, 20) g});
+sleep 0.5;
+sql(q{SELECT outbox.drop_endpoint('slow')});
+$pid = relay_pid();
+$ticks = cpu_ticks($pid);
+sleep 2;
+cmp_ok(cpu_ticks($pid) - $ticks, '<=', 20, 'a relay whose dropped endpoint still has requests out does not spin');
+$rx->control('delay_ms=0');
 
 # ---- retention: delivered messages go, dead letters stay; SIGHUP reloads it ----
 my $dead_kept = sql(q{SELECT count(*) FROM outbox.dead_letters WHERE payload IS NOT NULL});
