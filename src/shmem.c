@@ -154,7 +154,11 @@ shmem_xact_callback(XactEvent event, void *arg)
 	LWLockAcquire(outbox_shmem->lock, LW_SHARED);
 	slot = shmem_find_slot(MyDatabaseId);
 	if (slot && config_changed_at_commit)
+	{
 		pg_atomic_fetch_add_u64(&slot->config_generation, 1);
+		/* also if a relay runs: it may be exiting for want of the extension */
+		pg_atomic_write_u32(&slot->start_wanted, 1);
+	}
 	if (slot && slot->pid != 0 && slot->latch != NULL)
 	{
 		if (pg_atomic_exchange_u32(&slot->wake_pending, 1) == 0)
@@ -163,8 +167,6 @@ shmem_xact_callback(XactEvent event, void *arg)
 	else if (config_changed_at_commit)
 	{
 		/* no relay here (yet): ask the launcher to start one */
-		if (slot)
-			pg_atomic_write_u32(&slot->start_wanted, 1);
 		pg_atomic_write_u32(&outbox_shmem->launcher_wanted, 1);
 		latch = outbox_shmem->launcher_latch;
 	}
