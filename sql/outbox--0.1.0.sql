@@ -266,6 +266,20 @@ $$;
 COMMENT ON FUNCTION outbox._check_secret(text) IS
     'private: one to three space-separated secrets, each "whsec_<base64>" or raw, of at least 16 bytes';
 
+CREATE FUNCTION outbox._require_object(value jsonb, what text) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF value IS NULL THEN
+        RAISE EXCEPTION '% must not be null', what USING ERRCODE = '22004';
+    ELSIF jsonb_typeof(value) <> 'object' THEN
+        RAISE EXCEPTION '% must be a JSON object', what USING ERRCODE = '22023';
+    END IF;
+    RETURN value;
+END
+$$;
+COMMENT ON FUNCTION outbox._require_object(jsonb, text) IS
+    'private: the argument, if it is a JSON object (22004 for NULL, 22023 otherwise)';
+
 CREATE FUNCTION outbox._endpoint_options(given jsonb, base jsonb DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -278,12 +292,7 @@ DECLARE
     k text;
     v jsonb;
 BEGIN
-    IF given IS NULL THEN
-        RAISE EXCEPTION 'options must not be null' USING ERRCODE = '22004';
-    ELSIF jsonb_typeof(given) <> 'object' THEN
-        RAISE EXCEPTION 'options must be a JSON object' USING ERRCODE = '22023';
-    END IF;
-    FOR k, v IN SELECT * FROM jsonb_each(given) LOOP
+    FOR k, v IN SELECT * FROM jsonb_each(outbox._require_object(given, 'options')) LOOP
         IF NOT defaults ? k THEN
             RAISE EXCEPTION 'unknown endpoint option "%"', k USING ERRCODE = '22023',
                 HINT = 'Options: ' || (SELECT string_agg(o, ', ' ORDER BY o) FROM jsonb_object_keys(defaults) o) || '.';
@@ -362,12 +371,7 @@ DECLARE
     eid int := outbox._endpoint_id(alter_endpoint.name);
     k text;
 BEGIN
-    IF changes IS NULL THEN
-        RAISE EXCEPTION 'changes must not be null' USING ERRCODE = '22004';
-    ELSIF jsonb_typeof(changes) <> 'object' THEN
-        RAISE EXCEPTION 'changes must be a JSON object' USING ERRCODE = '22023';
-    END IF;
-    FOR k IN SELECT jsonb_object_keys(changes) LOOP
+    FOR k IN SELECT jsonb_object_keys(outbox._require_object(changes, 'changes')) LOOP
         IF k NOT IN ('url', 'topics', 'secret', 'headers', 'options') THEN
             RAISE EXCEPTION 'unknown endpoint setting "%"', k USING ERRCODE = '22023',
                 HINT = 'Settings: url, topics, secret, headers, options.';

@@ -204,7 +204,6 @@ extern void outbox_spi_begin(OutboxSpi *ctx);
 extern void outbox_spi_end(OutboxSpi *ctx);
 extern uint64 outbox_spi_run(OutboxPlan *plan, Datum *values, const char *nulls,
 							 bool read_only, long count, int expected_rc);
-extern bool outbox_spi_getbool(int col);
 extern int64 outbox_spi_getint64(int col, bool *isnull);
 extern void outbox_spi_emit(FunctionCallInfo fcinfo, bool gapless);
 extern Datum outbox_spi_read(FunctionCallInfo fcinfo, OutboxPlan *plan, Datum *args,

@@ -102,17 +102,6 @@ outbox_spi_getint64(int col, bool *isnull)
 	return null ? 0 : DatumGetInt64(d);
 }
 
-bool
-outbox_spi_getbool(int col)
-{
-	bool		null;
-	Datum		d;
-
-	Assert(SPI_processed > 0);
-	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, col, &null);
-	return !null && DatumGetBool(d);
-}
-
 /*
  * The body of every reader: run a read-only plan as the extension owner and
  * return its rows as the set-returning function's result (see
