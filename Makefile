@@ -6,7 +6,8 @@ EXTENSION   = outbox
 MODULE_big  = outbox
 OBJS        = src/outbox.o src/catalog.o src/spi.o src/validate.o src/etag.o \
               src/gapless.o src/rows.o src/eventparse.o src/eventstore.o src/publish.o \
-              src/http.o src/webhook.o src/delivery.o src/shmem.o src/launcher.o src/relay.o src/stats.o
+              src/http.o src/webhook.o src/delivery.o src/shmem.o src/launcher.o src/relay.o src/stats.o \
+              src/projection.o src/projector.o
 DATA        = sql/outbox--0.1.0.sql
 PG_CPPFLAGS = -I$(srcdir)/src
 SHLIB_LINK  = -lcurl

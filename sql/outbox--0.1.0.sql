@@ -280,25 +280,20 @@ $$;
 COMMENT ON FUNCTION outbox._require_object(jsonb, text) IS
     'private: the argument, if it is a JSON object (22004 for NULL, 22023 otherwise)';
 
-CREATE FUNCTION outbox._endpoint_options(given jsonb, base jsonb DEFAULT NULL) RETURNS jsonb
+CREATE FUNCTION outbox._check_options(given jsonb, base jsonb, limits jsonb, what text) RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    defaults constant jsonb := '{"max_attempts": 12, "backoff_base_ms": 500, "backoff_max_ms": 600000,
-        "timeout_ms": 10000, "max_in_flight": 16, "rate_limit_per_sec": 0, "batch_size": 1, "ordered": true}';
-    limits constant jsonb := '{"max_attempts": [1, 1000], "backoff_base_ms": [1, 86400000],
-        "backoff_max_ms": [1, 604800000], "timeout_ms": [100, 300000], "max_in_flight": [1, 1000],
-        "rate_limit_per_sec": [0, 1000000], "batch_size": [1, 1000]}';
-    result jsonb := coalesce(base, defaults);
+    result jsonb := base;
     k text;
     v jsonb;
 BEGIN
     FOR k, v IN SELECT * FROM jsonb_each(outbox._require_object(given, 'options')) LOOP
-        IF NOT defaults ? k THEN
-            RAISE EXCEPTION 'unknown endpoint option "%"', k USING ERRCODE = '22023',
-                HINT = 'Options: ' || (SELECT string_agg(o, ', ' ORDER BY o) FROM jsonb_object_keys(defaults) o) || '.';
-        ELSIF k = 'ordered' AND jsonb_typeof(v) <> 'boolean' THEN
-            RAISE EXCEPTION 'option "ordered" must be true or false' USING ERRCODE = '22023';
-        ELSIF k <> 'ordered' AND (jsonb_typeof(v) <> 'number'
+        IF NOT base ? k THEN
+            RAISE EXCEPTION 'unknown % option "%"', what, k USING ERRCODE = '22023',
+                HINT = 'Options: ' || (SELECT string_agg(o, ', ' ORDER BY o) FROM jsonb_object_keys(base) o) || '.';
+        ELSIF jsonb_typeof(base -> k) = 'boolean' AND jsonb_typeof(v) <> 'boolean' THEN
+            RAISE EXCEPTION 'option "%" must be true or false', k USING ERRCODE = '22023';
+        ELSIF jsonb_typeof(base -> k) = 'number' AND (jsonb_typeof(v) <> 'number'
                 OR v::numeric <> trunc(v::numeric)
                 OR v::numeric < (limits -> k ->> 0)::numeric
                 OR v::numeric > (limits -> k ->> 1)::numeric) THEN
@@ -312,6 +307,19 @@ BEGIN
     END IF;
     RETURN result;
 END
+$$;
+COMMENT ON FUNCTION outbox._check_options(jsonb, jsonb, jsonb, text) IS
+    'private: merges validated options into base (the defaults, or the current options); limits gives each integer option''s range';
+
+CREATE FUNCTION outbox._endpoint_options(given jsonb, base jsonb DEFAULT NULL) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT outbox._check_options(given,
+        coalesce(base, '{"max_attempts": 12, "backoff_base_ms": 500, "backoff_max_ms": 600000,
+            "timeout_ms": 10000, "max_in_flight": 16, "rate_limit_per_sec": 0, "batch_size": 1, "ordered": true}'),
+        '{"max_attempts": [1, 1000], "backoff_base_ms": [1, 86400000],
+            "backoff_max_ms": [1, 604800000], "timeout_ms": [100, 300000], "max_in_flight": [1, 1000],
+            "rate_limit_per_sec": [0, 1000000], "batch_size": [1, 1000]}',
+        'endpoint')
 $$;
 COMMENT ON FUNCTION outbox._endpoint_options(jsonb, jsonb) IS
     'private: validates endpoint options and fills in the defaults';
@@ -609,6 +617,286 @@ CREATE TRIGGER forbid_truncate BEFORE TRUNCATE ON outbox._events
     FOR EACH STATEMENT EXECUTE FUNCTION outbox._forbid_change();
 
 /* ------------------------------------------------------------------------
+ * CQRS projections (src/projection.c applies events, src/projector.c is the
+ * relay's async side)
+ * ------------------------------------------------------------------------ */
+
+CREATE TABLE outbox._projections (
+    id              int GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name            text COLLATE "C" NOT NULL UNIQUE,
+    handler         text NOT NULL,
+    reset           text,
+    event_types     text[],
+    stream_prefix   text COLLATE "C",
+    mode            text NOT NULL CHECK (mode IN ('inline', 'async')),
+    run_as          name NOT NULL,
+    options         jsonb NOT NULL,
+    state           text NOT NULL DEFAULT 'running'
+                    CHECK (state IN ('running', 'paused', 'failed', 'rebuilding')),
+    position        bigint NOT NULL DEFAULT 0,
+    events_applied  bigint NOT NULL DEFAULT 0,
+    attempts        int NOT NULL DEFAULT 0,
+    retry_at        timestamptz,
+    last_error      text,
+    last_applied_at timestamptz,
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE outbox._projections IS 'private: projections, their checkpoints and their state';
+COMMENT ON COLUMN outbox._projections.handler IS
+    'the handler as regprocedure text, schema-qualified: kept as text so that pg_dump and pg_upgrade carry it (reg* columns block pg_upgrade)';
+COMMENT ON COLUMN outbox._projections.position IS
+    'async: the checkpoint, the last position applied, committed with the handler''s effects; inline: where a pause stopped applying';
+COMMENT ON COLUMN outbox._projections.run_as IS 'the role the handler and reset function run as: the creator';
+SELECT pg_catalog.pg_extension_config_dump('outbox._projections', '');
+SELECT pg_catalog.pg_extension_config_dump('outbox._projections_id_seq', '');
+
+CREATE FUNCTION outbox._projections_changed() RETURNS void
+    AS 'MODULE_PATHNAME', 'outbox_projections_changed' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION outbox._projections_changed() IS
+    'private: at commit, every session reloads its inline projections and the relay looks at the async ones';
+
+CREATE FUNCTION outbox._replay_projection(id int, after_position bigint) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'outbox_replay_projection' LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION outbox._replay_projection(int, bigint) IS
+    'private: apply every matching event after a position to an inline projection, in position order; returns how many';
+
+CREATE FUNCTION outbox._reset_projection(id int) RETURNS void
+    AS 'MODULE_PATHNAME', 'outbox_reset_projection' LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION outbox._reset_projection(int) IS 'private: call a projection''s reset function, if it has one';
+
+CREATE FUNCTION outbox._projection_live_applied(id int) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'outbox_projection_live_applied' LANGUAGE C STABLE STRICT;
+COMMENT ON FUNCTION outbox._projection_live_applied(int) IS
+    'private: handler calls of an inline projection since the server started (shared memory)';
+
+CREATE FUNCTION outbox._check_projection_function(fn regprocedure, run_as name, what text, arg_type regtype)
+RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p pg_proc;
+BEGIN
+    SELECT * INTO p FROM pg_proc WHERE oid = fn;
+    IF p.prokind <> 'f' OR p.prorettype <> 'void'::regtype OR p.proretset
+       OR p.pronargs <> (arg_type IS NOT NULL)::int
+       OR (arg_type IS NOT NULL AND p.proargtypes[0] <> arg_type) THEN
+        RAISE EXCEPTION '% % must be a function taking %, returning void', what, fn,
+            coalesce('one argument of type ' || arg_type::text, 'no arguments') USING ERRCODE = '22023';
+    END IF;
+    IF NOT has_function_privilege(run_as, fn, 'EXECUTE') THEN
+        RAISE EXCEPTION 'role "%" may not execute % %', run_as, what, fn USING ERRCODE = '42501';
+    END IF;
+    -- search_path is pinned here, so the text names the schemas
+    RETURN fn::text;
+END
+$$;
+COMMENT ON FUNCTION outbox._check_projection_function(regprocedure, name, text, regtype) IS
+    'private: a handler or reset function''s signature and privilege check; returns its qualified name';
+
+CREATE FUNCTION outbox._create_projection(name text, handler regprocedure, event_types text[],
+                                          stream_prefix text, mode text, reset regprocedure,
+                                          options jsonb, run_as name)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'projection name must not be null' USING ERRCODE = '22004';
+    ELSIF name = '' OR octet_length(name) > 255 THEN
+        RAISE EXCEPTION 'projection name must be 1 to 255 bytes long' USING ERRCODE = '22023';
+    ELSIF handler IS NULL THEN
+        RAISE EXCEPTION 'handler must not be null' USING ERRCODE = '22004';
+    ELSIF mode IS NULL THEN
+        RAISE EXCEPTION 'mode must not be null' USING ERRCODE = '22004';
+    ELSIF mode NOT IN ('inline', 'async') THEN
+        RAISE EXCEPTION 'mode must be ''inline'' or ''async'', not "%"', mode USING ERRCODE = '22023';
+    ELSIF cardinality(event_types) = 0 THEN
+        RAISE EXCEPTION 'event_types must not be empty' USING ERRCODE = '22023',
+            HINT = 'Pass NULL for every event type.';
+    ELSIF array_position(event_types, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'event_types must not contain nulls' USING ERRCODE = '22004';
+    ELSIF stream_prefix = '' OR octet_length(stream_prefix) > 255 THEN
+        RAISE EXCEPTION 'stream_prefix must be 1 to 255 bytes long' USING ERRCODE = '22023',
+            HINT = 'Pass NULL for every stream.';
+    ELSIF NOT pg_has_role(session_user, run_as, 'MEMBER') THEN
+        -- the handler runs as run_as: only a role one may act as
+        RAISE EXCEPTION 'permission denied to create a projection running as "%"', run_as
+            USING ERRCODE = '42501';
+    ELSIF EXISTS (SELECT FROM outbox._projections p WHERE p.name = _create_projection.name) THEN
+        RAISE EXCEPTION 'projection "%" already exists', name USING ERRCODE = '42710';
+    END IF;
+    IF mode = 'inline' THEN
+        -- appends in flight finish first; later ones see the new projection
+        LOCK TABLE outbox._events IN SHARE MODE;
+    END IF;
+    INSERT INTO outbox._projections (name, handler, reset, event_types, stream_prefix, mode, run_as, options)
+    VALUES (name,
+            outbox._check_projection_function(handler, run_as, 'handler', 'outbox.events'::regtype),
+            outbox._check_projection_function(reset, run_as, 'reset function', NULL),
+            event_types, stream_prefix, mode, run_as,
+            outbox._check_options(options,
+                '{"batch_size": 1000, "max_attempts": 10, "backoff_base_ms": 1000, "backoff_max_ms": 60000}',
+                '{"batch_size": [1, 100000], "max_attempts": [1, 1000], "backoff_base_ms": [1, 86400000],
+                  "backoff_max_ms": [1, 604800000]}',
+                'projection'));
+    PERFORM outbox._projections_changed();
+END
+$$;
+COMMENT ON FUNCTION outbox._create_projection(text, regprocedure, text[], text, text, regprocedure, jsonb, name) IS
+    'private: outbox.create_projection, which passes the calling role';
+
+CREATE FUNCTION outbox.create_projection(name text, handler regprocedure, event_types text[] DEFAULT NULL,
+                                         stream_prefix text DEFAULT NULL, mode text DEFAULT 'inline',
+                                         reset regprocedure DEFAULT NULL, options jsonb DEFAULT '{}')
+RETURNS void
+-- not SECURITY DEFINER: current_user is the caller, whom the handler will run as
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT outbox._create_projection(name, handler, event_types, stream_prefix, mode, reset, options, current_user)
+$$;
+COMMENT ON FUNCTION outbox.create_projection(text, regprocedure, text[], text, text, regprocedure, jsonb) IS
+    'keep a read model up to date: handler(outbox.events) is called for every matching event, inline (in the appending transaction) or async (by the relay)';
+
+CREATE FUNCTION outbox._projection(name text, lock boolean DEFAULT true) RETURNS outbox._projections
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    result outbox._projections;
+BEGIN
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'projection name must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF lock THEN
+        -- waits for an async batch of this projection to commit
+        SELECT * INTO result FROM outbox._projections p WHERE p.name = _projection.name FOR UPDATE;
+    ELSE
+        SELECT * INTO result FROM outbox._projections p WHERE p.name = _projection.name;
+    END IF;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'projection "%" does not exist', name USING ERRCODE = '42704';
+    END IF;
+    RETURN result;
+END
+$$;
+COMMENT ON FUNCTION outbox._projection(text, boolean) IS 'private: a projection''s row, locked, or 42704';
+
+CREATE FUNCTION outbox.drop_projection(name text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p outbox._projections := outbox._projection(name);
+BEGIN
+    IF p.mode = 'inline' THEN
+        LOCK TABLE outbox._events IN SHARE MODE;
+    END IF;
+    DELETE FROM outbox._projections WHERE id = p.id;
+    PERFORM outbox._projections_changed();
+END
+$$;
+COMMENT ON FUNCTION outbox.drop_projection(text) IS 'remove a projection (its read model is the user''s and stays)';
+
+CREATE FUNCTION outbox.pause_projection(name text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p outbox._projections := outbox._projection(name);
+BEGIN
+    IF p.state = 'paused' THEN
+        RETURN;
+    END IF;
+    IF p.mode = 'inline' THEN
+        -- no append in flight: the last position now is exactly where applying stops
+        LOCK TABLE outbox._events IN SHARE MODE;
+        UPDATE outbox._projections
+           SET state = 'paused', position = coalesce((SELECT max(e.position) FROM outbox._events e), 0)
+         WHERE id = p.id;
+    ELSE
+        UPDATE outbox._projections SET state = 'paused' WHERE id = p.id;
+    END IF;
+    PERFORM outbox._projections_changed();
+END
+$$;
+COMMENT ON FUNCTION outbox.pause_projection(text) IS
+    'stop applying events; resume_projection catches up without skipping any';
+
+CREATE FUNCTION outbox.resume_projection(name text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p outbox._projections := outbox._projection(name);
+    n bigint;
+BEGIN
+    IF p.state IN ('running', 'rebuilding') THEN
+        RETURN;
+    END IF;
+    IF p.mode = 'inline' THEN
+        -- apply what was appended while paused, then let appends apply again
+        LOCK TABLE outbox._events IN SHARE MODE;
+        n := outbox._replay_projection(p.id, p.position);
+        UPDATE outbox._projections
+           SET state = 'running', events_applied = events_applied + n,
+               last_applied_at = CASE WHEN n > 0 THEN now() ELSE last_applied_at END
+         WHERE id = p.id;
+    ELSE
+        -- failed: the worker retries the event that failed, with fresh attempts
+        UPDATE outbox._projections SET state = 'running', attempts = 0, retry_at = NULL WHERE id = p.id;
+    END IF;
+    PERFORM outbox._projections_changed();
+END
+$$;
+COMMENT ON FUNCTION outbox.resume_projection(text) IS
+    'resume a paused or failed projection where it stopped';
+
+CREATE FUNCTION outbox.rebuild_projection(name text) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p outbox._projections := outbox._projection(name);
+    n bigint;
+BEGIN
+    IF p.mode = 'inline' THEN
+        LOCK TABLE outbox._events IN SHARE MODE;
+        PERFORM outbox._reset_projection(p.id);
+        n := outbox._replay_projection(p.id, 0);
+        UPDATE outbox._projections
+           SET state = 'running', position = 0, events_applied = n, attempts = 0, retry_at = NULL,
+               last_error = NULL, last_applied_at = now()
+         WHERE id = p.id;
+    ELSE
+        PERFORM outbox._reset_projection(p.id);
+        SELECT count(*) INTO n FROM outbox._events e
+         WHERE (p.event_types IS NULL OR e.type = ANY (p.event_types))
+           AND (p.stream_prefix IS NULL OR starts_with(e.stream, p.stream_prefix));
+        UPDATE outbox._projections
+           SET state = 'rebuilding', position = 0, events_applied = 0, attempts = 0, retry_at = NULL,
+               last_error = NULL
+         WHERE id = p.id;
+    END IF;
+    PERFORM outbox._projections_changed();
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION outbox.rebuild_projection(text) IS
+    'call the reset function, then replay every matching event: inline at once (returns the count), async in the worker (returns the count to replay)';
+
+CREATE FUNCTION outbox.wait_for_projection(name text, stream text, etag text, timeout interval DEFAULT '5 s')
+    RETURNS boolean
+    AS 'MODULE_PATHNAME', 'outbox_wait_for_projection' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION outbox.wait_for_projection(text, text, text, interval) IS
+    'read-your-writes: true once the projection has applied the stream up to the version of etag, false after timeout';
+
+CREATE VIEW outbox.stat_projections AS
+    SELECT p.name, p.mode,
+           p.state,
+           CASE WHEN p.mode = 'inline' AND p.state = 'running'
+                THEN coalesce(head.position, 0) ELSE p.position END AS position,
+           CASE WHEN p.mode = 'inline' AND p.state = 'running' THEN 0
+                ELSE (SELECT count(*) FROM outbox._events e WHERE e.position > p.position) END AS lag_events,
+           CASE WHEN p.mode = 'inline' AND p.state = 'running' THEN 0
+                ELSE coalesce(extract(epoch FROM now() - (SELECT e.created_at FROM outbox._events e
+                     WHERE e.position > p.position ORDER BY e.position LIMIT 1)), 0) END AS lag_seconds,
+           p.events_applied + CASE WHEN p.mode = 'inline' THEN outbox._projection_live_applied(p.id) ELSE 0 END
+               AS events_applied,
+           p.last_error, p.last_applied_at,
+           p.attempts, p.retry_at, p.event_types, p.stream_prefix, p.handler, p.options
+      FROM outbox._projections p
+      LEFT JOIN LATERAL (SELECT max(e.position) AS position FROM outbox._events e) head ON true;
+COMMENT ON VIEW outbox.stat_projections IS
+    'one row per projection: state, checkpoint, lag behind the event log, events applied, last error';
+
+/* ------------------------------------------------------------------------
  * Privileges: PUBLIC gets nothing; each role gets exactly its functions.
  * ------------------------------------------------------------------------ */
 
@@ -641,7 +929,18 @@ GRANT EXECUTE ON FUNCTION
     outbox.redeliver(bigint, text)
 TO outbox_admin;
 GRANT SELECT ON outbox.stream_deletions, outbox.endpoints TO outbox_admin;
-GRANT SELECT ON outbox.dead_letters, outbox.stat_endpoints, outbox.stat_workers TO outbox_reader;
+GRANT EXECUTE ON FUNCTION
+    outbox.create_projection(text, regprocedure, text[], text, text, regprocedure, jsonb),
+    outbox._create_projection(text, regprocedure, text[], text, text, regprocedure, jsonb, name),
+    outbox.drop_projection(text),
+    outbox.pause_projection(text),
+    outbox.resume_projection(text),
+    outbox.rebuild_projection(text)
+TO outbox_admin;
+GRANT EXECUTE ON FUNCTION outbox.wait_for_projection(text, text, text, interval) TO outbox_reader, outbox_writer;
+GRANT SELECT ON outbox.dead_letters, outbox.stat_endpoints, outbox.stat_workers,
+    outbox.stat_projections TO outbox_reader;
+GRANT EXECUTE ON FUNCTION outbox._projection_live_applied(int) TO outbox_reader;
 GRANT EXECUTE ON FUNCTION outbox.metrics(), outbox._stat_endpoints(), outbox._stat_workers() TO outbox_reader;
 
 /* A relay starts for this database as soon as the extension exists. */

@@ -225,17 +225,12 @@ static OutboxPlan plan_forget_deliveries = {
 /* ---- transactions ---- */
 
 static OutboxSpi xact_spi;
-static MemoryContext xact_caller_cxt;
 
 /* Start a short transaction; delivery_end commits it and returns to the caller's context. */
 static void
 delivery_begin(const char *activity)
 {
-	xact_caller_cxt = CurrentMemoryContext;
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, activity);
+	relay_xact_begin(activity);
 	xact_spi = (OutboxSpi) OUTBOX_SPI_INIT;
 	outbox_spi_begin(&xact_spi);
 }
@@ -244,11 +239,7 @@ static void
 delivery_end(void)
 {
 	outbox_spi_end(&xact_spi);
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(xact_caller_cxt);
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
+	relay_xact_end();
 }
 
 static char *

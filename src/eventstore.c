@@ -212,9 +212,12 @@ es_conflict(const char *stream, Expectation expect, const char *expected_etag,
 			 errhint("Another append changed the stream: read it again, decide again, and retry with the current ETag.")));
 }
 
-/* Take positions for n events and insert them as versions head+1 .. head+n. */
-static void
-es_insert_events(const char *stream, EventInput *evs, int n, int64 head)
+/*
+ * Take positions for n events and insert them as versions head+1 .. head+n.
+ * Returns the positions; gives every event an id; *created_at is theirs.
+ */
+static int64 *
+es_insert_events(const char *stream, EventInput *evs, int n, int64 head, TimestampTz *created_at)
 {
 	Oid			seq = outbox_relid("_events_position_seq");
 	int64	   *positions = palloc(sizeof(int64) * n);
@@ -226,8 +229,10 @@ es_insert_events(const char *stream, EventInput *evs, int n, int64 head)
 	(void) GetTopTransactionId();
 	for (int i = 0; i < n; i++)
 		positions[i] = nextval_internal(seq, false);
+	*created_at = GetCurrentTimestamp();
+
 	row[1] = CStringGetTextDatum(stream);
-	row[7] = TimestampTzGetDatum(GetCurrentTimestamp());
+	row[7] = TimestampTzGetDatum(*created_at);
 	row[8] = FullTransactionIdGetDatum(gapless_mark());
 
 	rows_open(&events, outbox_relid("_events"));
@@ -238,10 +243,13 @@ es_insert_events(const char *stream, EventInput *evs, int n, int64 head)
 		row[3] = CStringGetTextDatum(evs[i].type);
 		row[4] = JsonbPGetDatum(evs[i].data);
 		row[5] = JsonbPGetDatum(evs[i].metadata);
-		row[6] = UUIDPGetDatum(evs[i].id ? evs[i].id : es_random_uuid());
+		if (evs[i].id == NULL)
+			evs[i].id = es_random_uuid();
+		row[6] = UUIDPGetDatum(evs[i].id);
 		rows_insert(&events, row, nulls, ES_EVENT_COLS);
 	}
 	rows_close(&events);
+	return positions;
 }
 
 /*
@@ -263,6 +271,8 @@ outbox_append(PG_FUNCTION_ARGS)
 	int64		head;
 	OutboxSpi	spi = OUTBOX_SPI_INIT;
 	OutboxRows	heads;
+	int64	   *positions;
+	TimestampTz created_at;
 
 	outbox_check_writable("outbox.append()");
 	n = es_parse_events(events, &evs, &all_have_ids);
@@ -310,8 +320,10 @@ outbox_append(PG_FUNCTION_ARGS)
 		rows_update(&heads, row, nulls, ES_STREAM_COLS);
 		rows_close(&heads);
 	}
-	es_insert_events(stream, evs, n, head);
+	positions = es_insert_events(stream, evs, n, head, &created_at);
 	outbox_spi_end(&spi);
+	/* user code: outside our SPI section, still holding the lock on outbox._events */
+	projection_apply_inline(stream, evs, n, positions, head + 1, created_at);
 	PG_RETURN_TEXT_P(etag_make(stream, head + n));
 }
 

@@ -19,6 +19,7 @@ void		_PG_init(void);
 int			outbox_max_payload_bytes = 1024 * 1024;
 int			outbox_max_databases = 16;
 int			outbox_max_endpoints = 64;
+int			outbox_max_projections = 64;
 int			outbox_retention_s = 3600;
 
 /*
@@ -91,6 +92,18 @@ _PG_init(void)
 								"Most endpoints per database whose statistics outbox.stat_endpoints shows.",
 								"Each takes a little shared memory per database slot; delivery itself has no limit.",
 								&outbox_max_endpoints,
+								64,
+								1,
+								10000,
+								PGC_POSTMASTER,
+								0,
+								NULL,
+								NULL,
+								NULL);
+		DefineCustomIntVariable("outbox.max_projections",
+								"Most projections per database whose progress is kept in shared memory.",
+								"wait_for_projection and the inline counters of stat_projections use it; beyond it, waits read the table.",
+								&outbox_max_projections,
 								64,
 								1,
 								10000,

@@ -13,6 +13,7 @@
 #include "lib/stringinfo.h"
 #include "nodes/execnodes.h"
 #include "port/atomics.h"
+#include "storage/condition_variable.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "utils/timestamp.h"
@@ -38,6 +39,7 @@
 extern int	outbox_max_payload_bytes;
 extern int	outbox_max_databases;
 extern int	outbox_max_endpoints;
+extern int	outbox_max_projections;
 extern int	outbox_retention_s;
 
 /* shmem.c: one slot per database relay (lock order and wakeups: shmem.c) */
@@ -72,6 +74,18 @@ typedef struct EndpointStats
 	float4		latencies[STAT_LATENCIES];
 } EndpointStats;
 
+/*
+ * Progress of one projection, in its database's slot: the async checkpoint
+ * (published by the relay after each commit, for wait_for_projection) and
+ * the handler calls of an inline projection since the server started.
+ */
+typedef struct ProjectionProgress
+{
+	pg_atomic_uint32 id;		/* _projections.id; 0: free */
+	pg_atomic_uint64 position;	/* async: last committed checkpoint */
+	pg_atomic_uint64 live_applied;	/* inline: handler calls, rollbacks included */
+} ProjectionProgress;
+
 typedef struct RelaySlot
 {
 	/* protected by OutboxShmem->lock */
@@ -91,6 +105,8 @@ typedef struct RelaySlot
 	pg_atomic_uint32 wake_pending;	/* a commit wants the relay awake */
 	pg_atomic_uint32 start_wanted;	/* CREATE EXTENSION wants a relay started */
 	pg_atomic_uint64 config_generation; /* bumped by every endpoint change */
+	pg_atomic_uint32 events_pending;	/* a commit appended events for async projections */
+	ConditionVariable progress_cv;	/* broadcast when a projection's checkpoint moves */
 } RelaySlot;
 
 typedef struct OutboxShmem
@@ -101,7 +117,9 @@ typedef struct OutboxShmem
 	pg_atomic_uint32 launcher_wanted;
 	int			nslots;
 	int			endpoints_per_slot;
+	int			projections_per_slot;
 	EndpointStats *stats;		/* nslots * endpoints_per_slot, after the slots */
+	ProjectionProgress *progress;	/* nslots * projections_per_slot, after the stats */
 	RelaySlot	slots[FLEXIBLE_ARRAY_MEMBER];
 } OutboxShmem;
 
@@ -111,6 +129,10 @@ extern RelaySlot *shmem_find_slot(Oid dboid);
 extern void shmem_reset_slot(RelaySlot *slot, Oid dboid);
 extern void shmem_wake_relay_at_commit(void);
 extern EndpointStats *shmem_slot_stats(RelaySlot *slot);
+extern ProjectionProgress *shmem_projection_progress(Oid dboid, int id, bool create);
+extern void shmem_wake_projector_at_commit(void);
+extern void shmem_projection_progressed(Oid dboid, int id, int64 position);
+extern void shmem_keep_projections(Oid dboid, const int *ids, int n);
 
 /* webhook.c: the HTTP request for messages */
 typedef struct WebhookKey
@@ -170,6 +192,56 @@ extern long delivery_expire(void);
 extern void delivery_retention_changed(void);
 extern bool delivery_horizon_blocked(void);
 
+/* projection.c: applying events to projections */
+#define PROJECTION_COLUMNS \
+	"id, name, mode, state, position, handler, reset, run_as, event_types, stream_prefix," \
+	" (options->>'batch_size')::int, (options->>'max_attempts')::int," \
+	" (options->>'backoff_base_ms')::int, (options->>'backoff_max_ms')::int, attempts"
+
+typedef struct Projection
+{
+	int			id;
+	char	   *name;
+	bool		async;
+	char	   *state;			/* running, paused, failed, rebuilding */
+	int64		position;		/* async: checkpoint */
+	Oid			handler;
+	Oid			reset;			/* InvalidOid: none */
+	Oid			run_as;			/* the role handler and reset run as */
+	int			ntypes;
+	char	  **types;			/* event_types; NULL: every type */
+	char	   *prefix;			/* stream_prefix; NULL: every stream */
+	int			batch_size;
+	int			max_attempts;
+	int			backoff_base_ms;
+	int			backoff_max_ms;
+	int			attempts;		/* failed tries of the event at position + 1 */
+	FmgrInfo	flinfo;			/* the handler's */
+	ProjectionProgress *progress;	/* shared counters; NULL if none */
+} Projection;
+
+typedef struct ProjectionEvent
+{
+	int64		position;
+	char	   *stream;
+	char	   *type;
+	Datum		row;			/* an outbox.events row, the handler's argument */
+} ProjectionEvent;
+
+extern Projection *projection_from_spi(HeapTuple tup, MemoryContext cxt);
+extern bool projection_matches(const Projection *p, const char *stream, const char *type);
+extern void projection_call(Projection *p, Datum row);
+extern int	projection_read(int64 after, int limit, bool gapless, ProjectionEvent **out,
+							bool *held_back);
+
+/* projector.c: async projections, in the relay */
+extern long projector_run(bool woken);
+extern bool projector_held_back(void);
+
+/* relay.c */
+extern void relay_xact_begin(const char *activity);
+extern void relay_xact_end(void);
+
 /* launcher.c */
 extern void launcher_register(void);
 extern void launcher_init_hooks(void);
@@ -204,6 +276,8 @@ extern void outbox_spi_begin(OutboxSpi *ctx);
 extern void outbox_spi_end(OutboxSpi *ctx);
 extern uint64 outbox_spi_run(OutboxPlan *plan, Datum *values, const char *nulls,
 							 bool read_only, long count, int expected_rc);
+extern uint64 outbox_spi_run_latest(OutboxPlan *plan, Datum *values, const char *nulls,
+									int expected_rc);
 extern int64 outbox_spi_getint64(int col, bool *isnull);
 extern void outbox_spi_emit(FunctionCallInfo fcinfo, bool gapless);
 extern Datum outbox_spi_read(FunctionCallInfo fcinfo, OutboxPlan *plan, Datum *args,
@@ -238,6 +312,11 @@ typedef struct EventInput
 } EventInput;
 
 extern int	es_parse_events(Jsonb *events, EventInput **out, bool *all_have_ids);
+
+/* projection.c, called by outbox.append */
+extern void projection_apply_inline(const char *stream, const EventInput *evs, int n,
+									const int64 *positions, int64 first_version,
+									TimestampTz created_at);
 extern pg_uuid_t *es_random_uuid(void);
 
 /* validate.c: argument checks shared by every SQL function */

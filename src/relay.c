@@ -16,6 +16,8 @@
  *   start the requests that may go                 (no transaction)
  *   save again if about to sleep with progress unsaved
  *   delete expired messages, when due              (short transaction)
+ *   one batch of each async projection with work   (a transaction each,
+ *     projector.c)
  *   wait: latch, postmaster death, sockets, or the next scheduled retry
  *   collect finished requests                      (no transaction)
  * With nothing in flight and nothing scheduled, the wait has no timeout, so
@@ -69,6 +71,41 @@ relay_set_state(RelayState state)
 	LWLockRelease(outbox_shmem->lock);
 }
 
+/*
+ * The relay's short transactions (delivery.c, projector.c): begin one with
+ * a snapshot, and end it, back in the caller's memory context.
+ */
+static MemoryContext xact_caller_cxt = NULL;
+
+void
+relay_xact_begin(const char *activity)
+{
+	xact_caller_cxt = CurrentMemoryContext;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+void
+relay_xact_end(void)
+{
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(xact_caller_cxt);
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/* The shorter of two timeouts in ms, -1 meaning none. */
+static long
+sooner(long a, long b)
+{
+	if (a < 0)
+		return b;
+	return (b >= 0 && b < a) ? b : a;
+}
+
 /* Is the extension installed in our database?  Runs a short transaction. */
 static bool
 relay_extension_present(void)
@@ -117,6 +154,7 @@ outbox_relay_main(Datum arg)
 	{
 		uint64		generation = pg_atomic_read_u64(&my_slot->config_generation);
 		bool		woken;
+		bool		events = false;
 		HttpResult	result;
 
 		/* everything allocated for one turn of the loop goes with it */
@@ -132,9 +170,11 @@ outbox_relay_main(Datum arg)
 			}
 			delivery_reload();
 			loaded_generation = generation;
+			events = true;		/* (re)started: look at the projections too */
 			relay_set_state(RELAY_RUNNING);
 		}
 		woken = pg_atomic_exchange_u32(&my_slot->wake_pending, 0) != 0;
+		events = pg_atomic_exchange_u32(&my_slot->events_pending, 0) != 0;
 		delivery_fetch(woken);
 		/*
 		 * Saving is grouped (delivery_should_persist).  Save before sending:
@@ -151,10 +191,10 @@ outbox_relay_main(Datum arg)
 		Assert(!IsTransactionState());
 		{
 			long		timeout = delivery_next_timeout();
-			long		expire_in = delivery_expire();
 
-			if (expire_in >= 0 && (timeout < 0 || expire_in < timeout))
-				timeout = expire_in;
+			timeout = sooner(timeout, delivery_expire());
+			/* async projections: at most one batch each per turn */
+			timeout = sooner(timeout, projector_run(events));
 			http_wait(timeout);
 		}
 		ResetLatch(MyLatch);
@@ -170,6 +210,6 @@ outbox_relay_main(Datum arg)
 			delivery_complete(&result);
 			my_slot->requests++;	/* only this process writes it */
 		}
-		delivery_report(my_slot, delivery_horizon_blocked());
+		delivery_report(my_slot, delivery_horizon_blocked() || projector_held_back());
 	}
 }

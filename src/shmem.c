@@ -8,9 +8,12 @@
  * the config generation are atomics, touched without the lock.
  *
  * Wakeups: a commit that published a message or changed an endpoint sets
- * the database's wake flag and, if the flag was clear, the relay's latch
- * (coalesced as pg_net does); if no relay runs for the database, it sets the
- * launcher's latch instead.  Rolled-back transactions wake nobody.
+ * the database's wake flag, one that appended events for async projections
+ * its events flag, and, if the flag was clear, the relay's latch (coalesced
+ * as pg_net does); if no relay runs for the database, a configuration change
+ * sets the launcher's latch instead.  Rolled-back transactions wake nobody.
+ * The relay broadcasts progress_cv after each projection batch it commits;
+ * outbox.wait_for_projection sleeps on it.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -38,6 +41,9 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 /* this transaction published or changed something the relay must see */
 static bool wake_at_commit = false;
 static bool config_changed_at_commit = false;
+static bool events_at_commit = false;	/* appended events async projections wait for */
+
+static ProjectionProgress *shmem_slot_progress(RelaySlot *slot);
 
 static Size
 shmem_slots_size(void)
@@ -47,11 +53,18 @@ shmem_slots_size(void)
 }
 
 static Size
+shmem_stats_size(void)
+{
+	return MAXALIGN(mul_size(sizeof(EndpointStats),
+							 mul_size(outbox_max_databases, outbox_max_endpoints)));
+}
+
+static Size
 shmem_size(void)
 {
-	return add_size(shmem_slots_size(),
-					mul_size(sizeof(EndpointStats),
-							 mul_size(outbox_max_databases, outbox_max_endpoints)));
+	return add_size(add_size(shmem_slots_size(), shmem_stats_size()),
+					mul_size(sizeof(ProjectionProgress),
+							 mul_size(outbox_max_databases, outbox_max_projections)));
 }
 
 static void
@@ -79,12 +92,23 @@ shmem_startup(void)
 		outbox_shmem->lock = &(GetNamedLWLockTranche("outbox"))->lock;
 		outbox_shmem->nslots = outbox_max_databases;
 		outbox_shmem->endpoints_per_slot = outbox_max_endpoints;
+		outbox_shmem->projections_per_slot = outbox_max_projections;
 		outbox_shmem->stats = (EndpointStats *) ((char *) outbox_shmem + shmem_slots_size());
+		outbox_shmem->progress = (ProjectionProgress *)
+			((char *) outbox_shmem + shmem_slots_size() + shmem_stats_size());
 		for (int i = 0; i < outbox_shmem->nslots; i++)
 		{
 			pg_atomic_init_u32(&outbox_shmem->slots[i].wake_pending, 0);
 			pg_atomic_init_u32(&outbox_shmem->slots[i].start_wanted, 0);
 			pg_atomic_init_u64(&outbox_shmem->slots[i].config_generation, 0);
+			pg_atomic_init_u32(&outbox_shmem->slots[i].events_pending, 0);
+			ConditionVariableInit(&outbox_shmem->slots[i].progress_cv);
+		}
+		for (int i = 0; i < outbox_shmem->nslots * outbox_shmem->projections_per_slot; i++)
+		{
+			pg_atomic_init_u32(&outbox_shmem->progress[i].id, 0);
+			pg_atomic_init_u64(&outbox_shmem->progress[i].position, 0);
+			pg_atomic_init_u64(&outbox_shmem->progress[i].live_applied, 0);
 		}
 	}
 	LWLockRelease(AddinShmemInitLock);
@@ -104,6 +128,9 @@ shmem_reset_slot(RelaySlot *slot, Oid dboid)
 	slot->loops = slot->requests = 0;
 	slot->horizon_blocked_since = 0;
 	memset(shmem_slot_stats(slot), 0, sizeof(EndpointStats) * outbox_shmem->endpoints_per_slot);
+	for (int i = 0; i < outbox_shmem->projections_per_slot; i++)
+		pg_atomic_write_u32(&shmem_slot_progress(slot)[i].id, 0);
+	pg_atomic_write_u32(&slot->events_pending, 0);
 	pg_atomic_write_u32(&slot->wake_pending, 0);
 	pg_atomic_write_u32(&slot->start_wanted, 0);
 }
@@ -113,6 +140,105 @@ EndpointStats *
 shmem_slot_stats(RelaySlot *slot)
 {
 	return outbox_shmem->stats + (slot - outbox_shmem->slots) * outbox_shmem->endpoints_per_slot;
+}
+
+static ProjectionProgress *
+shmem_slot_progress(RelaySlot *slot)
+{
+	return outbox_shmem->progress + (slot - outbox_shmem->slots) * outbox_shmem->projections_per_slot;
+}
+
+/*
+ * The progress entry of projection id in database dboid; with create, one
+ * is taken if there is none (and one is free).  NULL without shared memory,
+ * a slot for the database, or a free entry.  Entries of dropped projections
+ * are given back by the relay (projector.c).
+ */
+ProjectionProgress *
+shmem_projection_progress(Oid dboid, int id, bool create)
+{
+	RelaySlot  *slot;
+	ProjectionProgress *found = NULL;
+
+	if (outbox_shmem == NULL)
+		return NULL;
+	LWLockAcquire(outbox_shmem->lock, create ? LW_EXCLUSIVE : LW_SHARED);
+	slot = shmem_find_slot(dboid);
+	if (slot != NULL)
+	{
+		ProjectionProgress *entries = shmem_slot_progress(slot);
+		ProjectionProgress *free_entry = NULL;
+
+		for (int i = 0; i < outbox_shmem->projections_per_slot && found == NULL; i++)
+		{
+			uint32		eid = pg_atomic_read_u32(&entries[i].id);
+
+			if (eid == (uint32) id)
+				found = &entries[i];
+			else if (eid == 0 && free_entry == NULL)
+				free_entry = &entries[i];
+		}
+		if (found == NULL && create && free_entry != NULL)
+		{
+			found = free_entry;
+			pg_atomic_write_u64(&found->position, 0);
+			pg_atomic_write_u64(&found->live_applied, 0);
+			pg_atomic_write_u32(&found->id, id);
+		}
+	}
+	LWLockRelease(outbox_shmem->lock);
+	return found;
+}
+
+/*
+ * The relay committed projection id's checkpoint: publish it and wake
+ * wait_for_projection.
+ */
+void
+shmem_projection_progressed(Oid dboid, int id, int64 position)
+{
+	ProjectionProgress *progress = shmem_projection_progress(dboid, id, false);
+	RelaySlot  *slot;
+
+	if (progress == NULL)
+		progress = shmem_projection_progress(dboid, id, true);
+	if (progress != NULL)
+		pg_atomic_write_u64(&progress->position, position);
+	if (outbox_shmem == NULL)
+		return;
+	LWLockAcquire(outbox_shmem->lock, LW_SHARED);
+	slot = shmem_find_slot(dboid);
+	LWLockRelease(outbox_shmem->lock);
+	if (slot != NULL)
+		ConditionVariableBroadcast(&slot->progress_cv);
+}
+
+/*
+ * Give back the progress entries of dropped projections: ids (ascending)
+ * are those that exist.  Ids above the largest are left alone: projections
+ * created after the caller's snapshot.
+ */
+void
+shmem_keep_projections(Oid dboid, const int *ids, int n)
+{
+	RelaySlot  *slot;
+
+	if (outbox_shmem == NULL)
+		return;
+	LWLockAcquire(outbox_shmem->lock, LW_EXCLUSIVE);
+	slot = shmem_find_slot(dboid);
+	for (int i = 0; slot != NULL && i < outbox_shmem->projections_per_slot; i++)
+	{
+		ProjectionProgress *entry = &shmem_slot_progress(slot)[i];
+		uint32		id = pg_atomic_read_u32(&entry->id);
+		bool		keep = id == 0 || n == 0 || (int) id > ids[n - 1];
+
+		for (int j = 0; j < n && !keep; j++)
+			keep = ids[j] == (int) id;
+		if (!keep)
+			pg_atomic_write_u32(&entry->id, 0);
+	}
+	LWLockRelease(outbox_shmem->lock);
 }
 
 /* The slot of database dboid, or NULL.  Caller holds the lock (any mode). */
@@ -145,9 +271,9 @@ shmem_xact_callback(XactEvent event, void *arg)
 	 */
 	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
 		event == XACT_EVENT_PREPARE ||
-		!(wake_at_commit || config_changed_at_commit) || outbox_shmem == NULL)
+		!(wake_at_commit || config_changed_at_commit || events_at_commit) || outbox_shmem == NULL)
 	{
-		wake_at_commit = config_changed_at_commit = false;
+		wake_at_commit = config_changed_at_commit = events_at_commit = false;
 		return;
 	}
 
@@ -161,7 +287,10 @@ shmem_xact_callback(XactEvent event, void *arg)
 	}
 	if (slot && slot->pid != 0 && slot->latch != NULL)
 	{
-		if (pg_atomic_exchange_u32(&slot->wake_pending, 1) == 0)
+		if (events_at_commit && pg_atomic_exchange_u32(&slot->events_pending, 1) == 0)
+			latch = slot->latch;
+		if ((wake_at_commit || config_changed_at_commit) &&
+			pg_atomic_exchange_u32(&slot->wake_pending, 1) == 0)
 			latch = slot->latch;
 	}
 	else if (config_changed_at_commit)
@@ -173,7 +302,7 @@ shmem_xact_callback(XactEvent event, void *arg)
 	LWLockRelease(outbox_shmem->lock);
 	if (latch)
 		SetLatch(latch);
-	wake_at_commit = config_changed_at_commit = false;
+	wake_at_commit = config_changed_at_commit = events_at_commit = false;
 }
 
 /*
@@ -197,6 +326,13 @@ void
 shmem_wake_relay_at_commit(void)
 {
 	wake_at_commit = true;
+}
+
+/* Called by append when async projections exist: wake the relay at commit. */
+void
+shmem_wake_projector_at_commit(void)
+{
+	events_at_commit = true;
 }
 
 /*

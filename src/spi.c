@@ -16,6 +16,7 @@
 #include "access/detoast.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "utils/snapmgr.h"
 #include "utils/tuplestore.h"
 #include "utils/xid8.h"
 
@@ -83,6 +84,25 @@ outbox_spi_run(OutboxPlan *p, Datum *values, const char *nulls,
 	if (p->plan == NULL)
 		p->plan = spi_prepare(p);
 	rc = SPI_execute_plan(p->plan, values, nulls, read_only, count);
+	if (rc != expected_rc)
+		elog(ERROR, "\"%s\" returned %s", p->sql, SPI_result_code_string(rc));
+	return SPI_processed;
+}
+
+/*
+ * Like outbox_spi_run, read-only, but with a snapshot taken now: sees every
+ * transaction committed so far, whatever the caller's snapshot (used for
+ * configuration that must be current even in a REPEATABLE READ caller).
+ */
+uint64
+outbox_spi_run_latest(OutboxPlan *p, Datum *values, const char *nulls, int expected_rc)
+{
+	int			rc;
+
+	if (p->plan == NULL)
+		p->plan = spi_prepare(p);
+	rc = SPI_execute_snapshot(p->plan, values, nulls, GetLatestSnapshot(), InvalidSnapshot,
+							  true, false, 0);
 	if (rc != expected_rc)
 		elog(ERROR, "\"%s\" returned %s", p->sql, SPI_result_code_string(rc));
 	return SPI_processed;

@@ -1,0 +1,517 @@
+/*-------------------------------------------------------------------------
+ * projection.c
+ *		Applying events to projections: a projection's definition, calling
+ *		its handler, the inline path inside outbox.append, and the replay of
+ *		rebuild_projection and resume_projection.  (projector.c is the
+ *		relay's async side.)
+ *
+ * A handler gets one outbox.events row.  It runs as the projection's run_as
+ * role (its creator; SECURITY_LOCAL_USERID_CHANGE, as a SECURITY DEFINER
+ * function would) and with the caller's search_path, never outbox's pinned
+ * one: user code is only ever called outside our SPI sections.
+ *
+ * Inline projections are cached per backend.  Every change to them (create,
+ * drop, pause, resume, rebuild) takes a SHARE lock on outbox._events, which
+ * waits for the appends in flight and holds new ones back, and sends a
+ * relcache invalidation of outbox._projections at commit.  An append reads
+ * the cache only once it holds its own lock on outbox._events (taking it
+ * processes that invalidation) and rebuilds it with a fresh snapshot.  So an
+ * append applies exactly the inline projections running when it took its
+ * lock, even in REPEATABLE READ.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/guc.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/typcache.h"
+#include "utils/xid8.h"
+
+#include "outbox.h"
+
+PG_FUNCTION_INFO_V1(outbox_projections_changed);
+PG_FUNCTION_INFO_V1(outbox_replay_projection);
+PG_FUNCTION_INFO_V1(outbox_reset_projection);
+PG_FUNCTION_INFO_V1(outbox_projection_live_applied);
+
+#define REPLAY_BATCH	10000	/* events read per query by a replay */
+#define EVENT_COLS		8		/* the columns of outbox.events */
+
+static OutboxPlan plan_all = {
+	"SELECT " PROJECTION_COLUMNS " FROM outbox._projections ORDER BY id",
+	0, {0}
+};
+static OutboxPlan plan_by_id = {
+	"SELECT " PROJECTION_COLUMNS " FROM outbox._projections WHERE id = $1",
+	1, {INT4OID}
+};
+static OutboxPlan plan_read = {
+	"SELECT position, stream, version, type, data, metadata, event_id, created_at, xmark"
+	" FROM outbox._events WHERE position > $1 ORDER BY position LIMIT $2",
+	2, {INT8OID, INT4OID}
+};
+
+/* the inline projections cache: running inline projections, in id order */
+static MemoryContext cache_cxt = NULL;
+static List *inline_cache = NIL;
+static bool cache_valid = false;
+static bool cache_has_async = false;	/* appends must wake the relay */
+static Oid	cache_relid = InvalidOid;	/* outbox._projections, for the callback */
+static bool callback_registered = false;
+
+static void
+projection_cache_reset(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == cache_relid)
+		cache_valid = false;
+}
+
+/* ---- definitions ---- */
+
+/* to_regprocedure: a stored signature's function, or InvalidOid */
+static Oid
+function_oid(const char *signature)
+{
+	LOCAL_FCINFO(fcinfo, 1);
+	Datum		result;
+
+	InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = CStringGetTextDatum(signature);
+	fcinfo->args[0].isnull = false;
+	result = to_regprocedure(fcinfo);
+	return fcinfo->isnull ? InvalidOid : DatumGetObjectId(result);
+}
+
+static Oid
+projection_function(const char *name, const char *what, const char *signature, Oid run_as)
+{
+	Oid			fn = function_oid(signature);
+
+	if (!OidIsValid(fn))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("%s %s of projection \"%s\" does not exist", what, signature, name),
+				 errhint("Create the function again, or drop the projection with outbox.drop_projection().")));
+	if (pg_proc_aclcheck(fn, run_as, ACL_EXECUTE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("role \"%s\" may no longer execute %s %s of projection \"%s\"",
+						GetUserNameFromId(run_as, false), what, signature, name)));
+	return fn;
+}
+
+/*
+ * A projection from a row of PROJECTION_COLUMNS (the current SPI result),
+ * allocated in cxt.  Resolves the handler and the role, and checks that the
+ * role may still execute the handler.
+ */
+Projection *
+projection_from_spi(HeapTuple tup, MemoryContext cxt)
+{
+	TupleDesc	desc = SPI_tuptable->tupdesc;
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	Projection *p = palloc0(sizeof(Projection));
+	bool		isnull;
+	Datum		d;
+	char	   *reset;
+
+	p->id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+	p->name = SPI_getvalue(tup, desc, 2);
+	p->async = strcmp(SPI_getvalue(tup, desc, 3), "async") == 0;
+	p->state = SPI_getvalue(tup, desc, 4);
+	p->position = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
+	p->run_as = get_role_oid(SPI_getvalue(tup, desc, 8), true);
+	if (!OidIsValid(p->run_as))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("role \"%s\" of projection \"%s\" does not exist",
+						SPI_getvalue(tup, desc, 8), p->name),
+				 errhint("Create the projection again as an existing role.")));
+	p->handler = projection_function(p->name, "handler", SPI_getvalue(tup, desc, 6), p->run_as);
+	reset = SPI_getvalue(tup, desc, 7);
+	if (reset != NULL)
+		p->reset = projection_function(p->name, "reset function", reset, p->run_as);
+	d = SPI_getbinval(tup, desc, 9, &isnull);
+	if (!isnull)
+	{
+		Datum	   *elems;
+
+		deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT,
+						  &elems, NULL, &p->ntypes);
+		p->types = palloc(sizeof(char *) * p->ntypes);
+		for (int i = 0; i < p->ntypes; i++)
+			p->types[i] = TextDatumGetCString(elems[i]);
+	}
+	p->prefix = SPI_getvalue(tup, desc, 10);
+	p->batch_size = DatumGetInt32(SPI_getbinval(tup, desc, 11, &isnull));
+	p->max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 12, &isnull));
+	p->backoff_base_ms = DatumGetInt32(SPI_getbinval(tup, desc, 13, &isnull));
+	p->backoff_max_ms = DatumGetInt32(SPI_getbinval(tup, desc, 14, &isnull));
+	p->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 15, &isnull));
+	fmgr_info_cxt(p->handler, &p->flinfo, cxt);
+	MemoryContextSwitchTo(old);
+	return p;
+}
+
+/* Projection id, loaded in the current memory context; 42704 if it is gone. */
+static Projection *
+projection_by_id(int id)
+{
+	OutboxSpi	spi = OUTBOX_SPI_INIT;
+	MemoryContext cxt = CurrentMemoryContext;
+	Datum		arg = Int32GetDatum(id);
+	Projection *p;
+
+	outbox_spi_begin(&spi);
+	if (outbox_spi_run(&plan_by_id, &arg, NULL, false, 0, SPI_OK_SELECT) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("projection %d does not exist", id)));
+	p = projection_from_spi(SPI_tuptable->vals[0], cxt);
+	outbox_spi_end(&spi);
+	return p;
+}
+
+/* Does the event pass the projection's filters? */
+bool
+projection_matches(const Projection *p, const char *stream, const char *type)
+{
+	if (p->prefix != NULL && strncmp(stream, p->prefix, strlen(p->prefix)) != 0)
+		return false;
+	if (p->types == NULL)
+		return true;
+	for (int i = 0; i < p->ntypes; i++)
+		if (strcmp(p->types[i], type) == 0)
+			return true;
+	return false;
+}
+
+/* ---- calling user code ---- */
+
+static void
+projection_invoke(Projection *p, FmgrInfo *flinfo, int nargs, Datum arg)
+{
+	LOCAL_FCINFO(fcinfo, 1);
+	Oid			save_userid;
+	int			save_sec_context;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(p->run_as, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	InitFunctionCallInfoData(*fcinfo, flinfo, nargs, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = arg;
+	fcinfo->args[0].isnull = false;
+	(void) FunctionCallInvoke(fcinfo);
+	/* an error instead: (sub)transaction abort restores the user */
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+}
+
+/* Call the handler with one outbox.events row. */
+void
+projection_call(Projection *p, Datum row)
+{
+	projection_invoke(p, &p->flinfo, 1, row);
+}
+
+/* An outbox.events row from its column values. */
+static Datum
+event_row(Datum *values)
+{
+	TupleDesc	desc = lookup_rowtype_tupdesc(get_rel_type_id(outbox_relid("events")), -1);
+	bool		nulls[EVENT_COLS] = {0};
+	Datum		row;
+
+	Assert(desc->natts == EVENT_COLS);
+	row = HeapTupleGetDatum(heap_form_tuple(desc, values, nulls));
+	ReleaseTupleDesc(desc);
+	return row;
+}
+
+/* ---- reading the log ---- */
+
+/*
+ * Up to limit events after position after, in position order, allocated in
+ * the current memory context.  With gapless, the read uses the active
+ * snapshot and stops where a running transaction could still add an event
+ * before (gapless.c; *held_back says so); without, it takes a fresh
+ * snapshot (the caller holds a lock that keeps appends out).
+ */
+int
+projection_read(int64 after, int limit, bool gapless, ProjectionEvent **out, bool *held_back)
+{
+	OutboxSpi	spi = OUTBOX_SPI_INIT;
+	MemoryContext cxt = CurrentMemoryContext;
+	Datum		args[2] = {Int64GetDatum(after), Int32GetDatum(limit)};
+	FullTransactionId horizon = InvalidFullTransactionId;
+	ProjectionEvent *events;
+	uint64		n;
+	int			kept = 0;
+
+	if (held_back)
+		*held_back = false;
+	outbox_spi_begin(&spi);
+	if (gapless)
+		horizon = gapless_horizon();
+	n = outbox_spi_run(&plan_read, args, NULL, gapless, 0, SPI_OK_SELECT);
+	events = MemoryContextAlloc(cxt, sizeof(ProjectionEvent) * Max(n, 1));
+	for (uint64 i = 0; i < n; i++)
+	{
+		Datum		values[EVENT_COLS + 1];
+		bool		nulls[EVENT_COLS + 1];
+		MemoryContext old;
+
+		heap_deform_tuple(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, values, nulls);
+		if (gapless && FullTransactionIdFollows(DatumGetFullTransactionId(values[EVENT_COLS]), horizon))
+		{
+			if (held_back)
+				*held_back = true;
+			break;
+		}
+		old = MemoryContextSwitchTo(cxt);
+		events[kept].position = DatumGetInt64(values[0]);
+		events[kept].stream = TextDatumGetCString(values[1]);
+		events[kept].type = TextDatumGetCString(values[3]);
+		events[kept].row = event_row(values);
+		MemoryContextSwitchTo(old);
+		kept++;
+	}
+	outbox_spi_end(&spi);
+	*out = events;
+	return kept;
+}
+
+/* ---- inline ---- */
+
+/* The running inline projections, rebuilt after any change (see the top). */
+static List *
+inline_projections(void)
+{
+	OutboxSpi	spi = OUTBOX_SPI_INIT;
+	MemoryContext cxt;
+	List	   *volatile list = NIL;
+	volatile bool has_async = false;
+	uint64		n;
+
+	if (cache_valid)
+		return inline_cache;
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(projection_cache_reset, (Datum) 0);
+		callback_registered = true;
+	}
+	/* set first: an invalidation arriving while we read clears it again */
+	cache_valid = true;
+	cache_relid = outbox_relid("_projections");
+	cxt = AllocSetContextCreate(TopMemoryContext, "outbox inline projections", ALLOCSET_SMALL_SIZES);
+	PG_TRY();
+	{
+		outbox_spi_begin(&spi);
+		n = outbox_spi_run_latest(&plan_all, NULL, NULL, SPI_OK_SELECT);
+		for (uint64 i = 0; i < n; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			char	   *mode = SPI_getvalue(tup, SPI_tuptable->tupdesc, 3);
+			char	   *state = SPI_getvalue(tup, SPI_tuptable->tupdesc, 4);
+			Projection *p;
+
+			if (strcmp(mode, "async") == 0)
+			{
+				has_async |= strcmp(state, "running") == 0 || strcmp(state, "rebuilding") == 0;
+				continue;
+			}
+			if (strcmp(state, "running") != 0)
+				continue;
+			p = projection_from_spi(tup, cxt);
+			p->progress = shmem_projection_progress(MyDatabaseId, p->id, true);
+			{
+				MemoryContext old = MemoryContextSwitchTo(cxt);
+
+				list = lappend((List *) list, p);
+				MemoryContextSwitchTo(old);
+			}
+		}
+		outbox_spi_end(&spi);
+	}
+	PG_CATCH();
+	{
+		cache_valid = false;
+		MemoryContextDelete(cxt);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	/*
+	 * A handler running now may be iterating over the old list (a handler
+	 * that appends): free it with the transaction, not now.
+	 */
+	if (cache_cxt != NULL)
+		MemoryContextSetParent(cache_cxt, TopTransactionContext);
+	cache_cxt = cxt;
+	inline_cache = (List *) list;
+	cache_has_async = has_async;
+	return inline_cache;
+}
+
+/*
+ * Called by outbox.append after it inserted events versions first_version ..
+ * first_version + n - 1 of stream, holding its lock on outbox._events: call
+ * every matching inline handler, event by event in version order, and ask
+ * for the relay at commit if async projections wait for events.  An error
+ * aborts the append.
+ */
+void
+projection_apply_inline(const char *stream, const EventInput *evs, int n, const int64 *positions,
+						int64 first_version, TimestampTz created_at)
+{
+	List	   *projections = inline_projections();
+
+	if (cache_has_async)
+		shmem_wake_projector_at_commit();
+	if (projections == NIL)
+		return;
+	CommandCounterIncrement();	/* handlers see the new events */
+	for (int i = 0; i < n; i++)
+	{
+		Datum		row = (Datum) 0;
+		ListCell   *lc;
+
+		foreach(lc, projections)
+		{
+			Projection *p = lfirst(lc);
+
+			if (!projection_matches(p, stream, evs[i].type))
+				continue;
+			if (row == (Datum) 0)
+			{
+				Datum		values[EVENT_COLS] = {
+					Int64GetDatum(positions[i]), CStringGetTextDatum(stream),
+					Int64GetDatum(first_version + i), CStringGetTextDatum(evs[i].type),
+					JsonbPGetDatum(evs[i].data), JsonbPGetDatum(evs[i].metadata),
+					UUIDPGetDatum(evs[i].id), TimestampTzGetDatum(created_at)
+				};
+
+				row = event_row(values);
+			}
+			projection_call(p, row);
+			if (p->progress)
+				pg_atomic_fetch_add_u64(&p->progress->live_applied, 1);
+		}
+	}
+}
+
+/*
+ * rebuild_projection and resume_projection are SECURITY DEFINER functions
+ * with a pinned search_path; the handlers they replay into run with the
+ * session's own (its reset value), as they would inline or in the relay.
+ * Returns the GUC nest level to pass to AtEOXact_GUC.
+ */
+static int
+session_search_path(void)
+{
+	int			nest = NewGUCNestLevel();
+
+	(void) set_config_option("search_path", GetConfigOptionResetString("search_path"),
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	return nest;
+}
+
+/* ---- SQL-callable, private ---- */
+
+/* outbox._projections_changed(): see the top of the file */
+Datum
+outbox_projections_changed(PG_FUNCTION_ARGS)
+{
+	CacheInvalidateRelcacheByRelid(outbox_relid("_projections"));
+	shmem_wake_projector_at_commit();
+	PG_RETURN_VOID();
+}
+
+/*
+ * outbox._replay_projection(id int, after_position bigint) returns bigint
+ *
+ * Apply every matching event after a position, in position order, in the
+ * caller's transaction, in batches of REPLAY_BATCH events.  The caller holds
+ * a SHARE lock on outbox._events, so the log cannot change meanwhile; each
+ * read takes a fresh snapshot, which is why READ COMMITTED is required: a
+ * transaction snapshot taken before the lock could miss events.
+ */
+Datum
+outbox_replay_projection(PG_FUNCTION_ARGS)
+{
+	Projection *p = projection_by_id(PG_GETARG_INT32(0));
+	int64		after = PG_GETARG_INT64(1);
+	int64		applied = 0;
+	MemoryContext batch_cxt;
+	MemoryContext old;
+	int			n;
+	int			nest;
+
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
+				 errmsg("an inline projection can only be rebuilt or resumed in a READ COMMITTED transaction"),
+				 errdetail("A snapshot taken before the event log was locked could miss events appended meanwhile."),
+				 errhint("Run it in its own transaction, or SET TRANSACTION ISOLATION LEVEL READ COMMITTED.")));
+
+	nest = session_search_path();
+	batch_cxt = AllocSetContextCreate(CurrentMemoryContext, "outbox replay", ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(batch_cxt);
+	do
+	{
+		ProjectionEvent *events;
+
+		MemoryContextReset(batch_cxt);
+		n = projection_read(after, REPLAY_BATCH, false, &events, NULL);
+		for (int i = 0; i < n; i++)
+		{
+			after = events[i].position;
+			if (!projection_matches(p, events[i].stream, events[i].type))
+				continue;
+			projection_call(p, events[i].row);
+			applied++;
+		}
+		CHECK_FOR_INTERRUPTS();
+	} while (n == REPLAY_BATCH);
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(batch_cxt);
+	AtEOXact_GUC(true, nest);
+	PG_RETURN_INT64(applied);
+}
+
+/* outbox._reset_projection(id int): call its reset function, if any */
+Datum
+outbox_reset_projection(PG_FUNCTION_ARGS)
+{
+	Projection *p = projection_by_id(PG_GETARG_INT32(0));
+
+	if (OidIsValid(p->reset))
+	{
+		FmgrInfo	flinfo;
+		int			nest = session_search_path();
+
+		fmgr_info(p->reset, &flinfo);
+		projection_invoke(p, &flinfo, 0, (Datum) 0);
+		AtEOXact_GUC(true, nest);
+	}
+	PG_RETURN_VOID();
+}
+
+/* outbox._projection_live_applied(id int): inline handler calls since start */
+Datum
+outbox_projection_live_applied(PG_FUNCTION_ARGS)
+{
+	ProjectionProgress *progress = shmem_projection_progress(MyDatabaseId, PG_GETARG_INT32(0), false);
+
+	PG_RETURN_INT64(progress ? (int64) pg_atomic_read_u64(&progress->live_applied) : 0);
+}
