@@ -101,8 +101,8 @@ _PG_init(void)
 								NULL,
 								NULL);
 		DefineCustomIntVariable("outbox.max_projections",
-								"Most projections per database whose progress is kept in shared memory.",
-								"wait_for_projection and the inline counters of stat_projections use it; beyond it, waits read the table.",
+								"Most inline projections per database whose handler calls outbox.stat_projections counts.",
+								"Each takes a few bytes of shared memory per database slot; projections themselves have no limit.",
 								&outbox_max_projections,
 								64,
 								1,

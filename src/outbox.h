@@ -75,15 +75,13 @@ typedef struct EndpointStats
 } EndpointStats;
 
 /*
- * Progress of one projection, in its database's slot: the async checkpoint
- * (published by the relay after each commit, for wait_for_projection) and
- * the handler calls of an inline projection since the server started.
+ * One inline projection's handler calls since the server started, in its
+ * database's slot (for stat_projections.events_applied).
  */
 typedef struct ProjectionProgress
 {
 	pg_atomic_uint32 id;		/* _projections.id; 0: free */
-	pg_atomic_uint64 position;	/* async: last committed checkpoint */
-	pg_atomic_uint64 live_applied;	/* inline: handler calls, rollbacks included */
+	pg_atomic_uint64 live_applied;	/* handler calls, rolled-back appends included */
 } ProjectionProgress;
 
 typedef struct RelaySlot
@@ -131,7 +129,7 @@ extern void shmem_wake_relay_at_commit(void);
 extern EndpointStats *shmem_slot_stats(RelaySlot *slot);
 extern ProjectionProgress *shmem_projection_progress(Oid dboid, int id, bool create);
 extern void shmem_wake_projector_at_commit(void);
-extern void shmem_projection_progressed(Oid dboid, int id, int64 position);
+extern void shmem_projection_progressed(Oid dboid);
 extern void shmem_keep_projections(Oid dboid, const int *ids, int n);
 
 /* webhook.c: the HTTP request for messages */

@@ -271,7 +271,7 @@ projector_batch(int id, int limit)
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);
 	if (checkpoint >= 0)
-		shmem_projection_progressed(MyDatabaseId, id, checkpoint);
+		shmem_projection_progressed(MyDatabaseId);
 	return result;
 }
 
@@ -362,24 +362,15 @@ wait_reached_in_table(const char *name, WaitTarget *t)
 	return reached;
 }
 
-/* The same from the relay's shared progress: true, false, or -1 if it has none. */
-static int
-wait_reached_in_shmem(WaitTarget *t)
-{
-	ProjectionProgress *progress = shmem_projection_progress(MyDatabaseId, t->id, false);
-
-	if (progress == NULL)
-		return -1;
-	return (int64) pg_atomic_read_u64(&progress->position) >= t->position;
-}
-
 /*
  * outbox.wait_for_projection(name text, stream text, etag text,
  *							  timeout interval) returns boolean
  *
- * Read-your-writes: sleeps on the slot's progress_cv, which the relay
- * broadcasts after each batch it commits; re-reads the table every
- * WAIT_SLICE_MS (state changes by an admin do not broadcast).
+ * Read-your-writes: reads the projection's committed checkpoint with a
+ * fresh snapshot (so also in REPEATABLE READ), and sleeps on the slot's
+ * progress_cv, which the relay broadcasts after each batch it commits, or
+ * WAIT_SLICE_MS at most (an admin's changes do not broadcast).  The table,
+ * not shared memory, is the truth: a rebuild moves the checkpoint back.
  */
 Datum
 outbox_wait_for_projection(PG_FUNCTION_ARGS)
@@ -456,27 +447,19 @@ outbox_wait_for_projection(PG_FUNCTION_ARGS)
 	for (;;)
 	{
 		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
-		int			in_shmem = wait_reached_in_shmem(&target);
-		bool		timed_out;
 
-		if (in_shmem == 1 || (in_shmem < 0 && wait_reached_in_table(name, &target)))
-		{
-			reached = true;
-			break;
-		}
 		if (left <= 0)
 			break;
 		if (cv)
-			timed_out = ConditionVariableTimedSleep(cv, Min(left, WAIT_SLICE_MS), PG_WAIT_EXTENSION);
+			(void) ConditionVariableTimedSleep(cv, Min(left, WAIT_SLICE_MS), PG_WAIT_EXTENSION);
 		else
 		{
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 Min(left, WAIT_SLICE_MS), PG_WAIT_EXTENSION);
 			ResetLatch(MyLatch);
-			timed_out = true;
 		}
 		CHECK_FOR_INTERRUPTS();
-		if (timed_out && wait_reached_in_table(name, &target))
+		if (wait_reached_in_table(name, &target))
 		{
 			reached = true;
 			break;

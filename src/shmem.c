@@ -107,7 +107,6 @@ shmem_startup(void)
 		for (int i = 0; i < outbox_shmem->nslots * outbox_shmem->projections_per_slot; i++)
 		{
 			pg_atomic_init_u32(&outbox_shmem->progress[i].id, 0);
-			pg_atomic_init_u64(&outbox_shmem->progress[i].position, 0);
 			pg_atomic_init_u64(&outbox_shmem->progress[i].live_applied, 0);
 		}
 	}
@@ -181,7 +180,6 @@ shmem_projection_progress(Oid dboid, int id, bool create)
 		if (found == NULL && create && free_entry != NULL)
 		{
 			found = free_entry;
-			pg_atomic_write_u64(&found->position, 0);
 			pg_atomic_write_u64(&found->live_applied, 0);
 			pg_atomic_write_u32(&found->id, id);
 		}
@@ -190,20 +188,12 @@ shmem_projection_progress(Oid dboid, int id, bool create)
 	return found;
 }
 
-/*
- * The relay committed projection id's checkpoint: publish it and wake
- * wait_for_projection.
- */
+/* The relay committed a projection's checkpoint: wake wait_for_projection. */
 void
-shmem_projection_progressed(Oid dboid, int id, int64 position)
+shmem_projection_progressed(Oid dboid)
 {
-	ProjectionProgress *progress = shmem_projection_progress(dboid, id, false);
 	RelaySlot  *slot;
 
-	if (progress == NULL)
-		progress = shmem_projection_progress(dboid, id, true);
-	if (progress != NULL)
-		pg_atomic_write_u64(&progress->position, position);
 	if (outbox_shmem == NULL)
 		return;
 	LWLockAcquire(outbox_shmem->lock, LW_SHARED);
