@@ -442,12 +442,18 @@ outbox_wait_for_projection(PG_FUNCTION_ARGS)
 
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 	reached = false;
+	/* prepared before each check, so no broadcast can fall in between */
 	if (cv)
 		ConditionVariablePrepareToSleep(cv);
 	for (;;)
 	{
 		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
 
+		if (wait_reached_in_table(name, &target))
+		{
+			reached = true;
+			break;
+		}
 		if (left <= 0)
 			break;
 		if (cv)
@@ -459,11 +465,6 @@ outbox_wait_for_projection(PG_FUNCTION_ARGS)
 			ResetLatch(MyLatch);
 		}
 		CHECK_FOR_INTERRUPTS();
-		if (wait_reached_in_table(name, &target))
-		{
-			reached = true;
-			break;
-		}
 	}
 	if (cv)
 		ConditionVariableCancelSleep();

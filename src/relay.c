@@ -174,7 +174,7 @@ outbox_relay_main(Datum arg)
 			relay_set_state(RELAY_RUNNING);
 		}
 		woken = pg_atomic_exchange_u32(&my_slot->wake_pending, 0) != 0;
-		events = pg_atomic_exchange_u32(&my_slot->events_pending, 0) != 0;
+		events |= pg_atomic_exchange_u32(&my_slot->events_pending, 0) != 0;
 		delivery_fetch(woken);
 		/*
 		 * Saving is grouped (delivery_should_persist).  Save before sending:

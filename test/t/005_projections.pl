@@ -1,0 +1,128 @@
+# Async projections against crashes, and read-your-writes: SIGKILL of the
+# relay and of the postmaster in the middle of a batch leaves no event applied
+# twice and none lost; wait_for_projection returns as soon as the relay has
+# applied the event, and sleeps without using CPU while it waits.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time usleep);
+use lib 'test/t';
+use OutboxTest;
+
+my $node = PostgreSQL::Test::Cluster->new('projections');
+$node->init;
+# restart_after_crash: the test framework turns it off; the relay's SIGKILL
+# must bring the cluster back as it would in production
+$node->append_conf('postgresql.conf', "shared_preload_libraries = 'outbox'\nrestart_after_crash = on\n");
+$node->start;
+
+sub sql { return $node->safe_psql('postgres', $_[0]); }
+
+sql(q{
+	CREATE EXTENSION outbox;
+	CREATE TABLE applied (position bigint PRIMARY KEY, times int NOT NULL);
+	-- slow enough that a batch of 1,000 events takes about a second
+	CREATE FUNCTION apply_slowly(e outbox.events) RETURNS void LANGUAGE plpgsql AS $$
+	BEGIN
+		PERFORM pg_sleep(0.001);
+		INSERT INTO applied VALUES (e.position, 1)
+		ON CONFLICT (position) DO UPDATE SET times = applied.times + 1;
+	END $$;
+	SELECT outbox.create_projection('slow', 'apply_slowly(outbox.events)', NULL, 'crash-', 'async');
+});
+
+sub relay_pid
+{
+	return sql(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'outbox relay'});
+}
+
+# ---- SIGKILL in the middle of a batch ----
+sub crash_test
+{
+	my ($prefix, $kill) = @_;
+	# 5,000 events in 50 streams, in one transaction
+	my $etag = sql(qq{SELECT max(outbox.append('$prefix-' || s,
+		(SELECT jsonb_agg(jsonb_build_object('type', 'counted', 'data', jsonb_build_object('n', g)))
+		   FROM generate_series(1, 100) g))) FROM generate_series(1, 50) s});
+	ok( wait_until(60, sub { sql(qq{SELECT count(*) FROM applied a JOIN outbox.events e USING (position)
+	                                 WHERE e.stream LIKE '$prefix-%'}) >= 1000 }),
+		"$prefix: the first batch is committed");
+	# now inside a later batch: the relay is applying events
+	ok( wait_until(10, sub { sql(q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'outbox relay'
+	                                  AND state = 'active' AND query = 'outbox: applying events to a projection'}) eq '1' }),
+		"$prefix: the relay is in the middle of a batch");
+	usleep(300_000);
+	$kill->();
+	ok( wait_until(120, sub {
+			sql(qq{SELECT count(*) FROM applied a JOIN outbox.events e USING (position)
+			        WHERE e.stream LIKE '$prefix-%'}) == 5000 }),
+		"$prefix: all 5,000 events are applied after the crash");
+	is( sql(qq{SELECT count(*) FILTER (WHERE times <> 1) FROM applied a JOIN outbox.events e USING (position)
+	            WHERE e.stream LIKE '$prefix-%'}),
+		'0', "$prefix: none of them twice");
+}
+
+crash_test('crash-relay', sub {
+	kill 'KILL', relay_pid();
+	$node->poll_query_until('postgres', 'SELECT true');
+});
+crash_test('crash-postmaster', sub {
+	$node->kill9;
+	for (1 .. 50)
+	{
+		undef $node->{_pid};
+		last if $node->start(fail_ok => 1);
+		usleep(200_000);
+	}
+});
+is(sql(q{SELECT state, lag_events, events_applied FROM outbox.stat_projections WHERE name = 'slow'}),
+	'running|0|10000', 'stat_projections: running, no lag, 10,000 applied');
+
+# ---- read-your-writes: wait_for_projection returns promptly ----
+sql(q{
+	CREATE TABLE seen (position bigint PRIMARY KEY);
+	CREATE FUNCTION apply_fast(e outbox.events) RETURNS void LANGUAGE sql
+		AS $$ INSERT INTO public.seen VALUES (e.position) $$;
+	SELECT outbox.create_projection('fast', 'apply_fast(outbox.events)', NULL, 'ryw-', 'async');
+});
+my $script = '';
+for my $i (1 .. 20)
+{
+	$script .= qq{SELECT outbox.append('ryw-$i', '{"type": "x"}') AS etag \\gset
+SELECT clock_timestamp() AS t0 \\gset
+SELECT outbox.wait_for_projection('fast', 'ryw-$i', :'etag', '5 s') AS ok,
+       round(extract(epoch FROM clock_timestamp() - :'t0') * 1000) AS ms \\gset
+SELECT count(*) AS visible FROM seen s JOIN outbox.events e USING (position) WHERE e.stream = 'ryw-$i' \\gset
+\\echo :ok :visible :ms
+};
+}
+my ($ret, $out, $err) = $node->psql('postgres', $script);
+my @rows = map { [split / /] } grep { /\S/ } split /\n/, $out;
+is(scalar(@rows), 20, '20 appends, each followed by a wait');
+is(scalar(grep { $_->[0] eq 't' && $_->[1] eq '1' } @rows), 20,
+	'each wait returns true, and the event is then in the read model');
+my @ms = sort { $a <=> $b } map { $_->[2] } @rows;
+cmp_ok($ms[10], '<', 100, "the median wait is $ms[10] ms");
+cmp_ok($ms[-1], '<', 1000, "the longest wait is $ms[-1] ms");
+
+# ---- a wait that times out sleeps: no CPU ----
+sql(q{SELECT outbox.pause_projection('fast')});
+my $etag = sql(q{SELECT outbox.append('ryw-paused', '{"type": "x"}')});
+my $bg = $node->background_psql('postgres');
+my $waiter = $bg->query_safe('SELECT pg_backend_pid()');
+$bg->query_until(qr/start/, qq{\\echo start\nSELECT outbox.wait_for_projection('fast', 'ryw-paused', '$etag', '3 s');\n});
+usleep(300_000);
+my $t0 = cpu_ticks($waiter);
+sleep 2;
+my $used = cpu_ticks($waiter) - $t0;
+cmp_ok($used, '<=', 2, "a waiting backend used $used CPU ticks in 2 s");
+my $res = $bg->query_safe('SELECT 1');
+like($res, qr/^f\n1$|^f$|1$/, 'the wait ended with false');
+$bg->quit;
+sql(q{SELECT outbox.resume_projection('fast')});
+is(sql(qq{SELECT outbox.wait_for_projection('fast', 'ryw-paused', '$etag')}), 't',
+	'after resume_projection the wait succeeds');
+
+done_testing();
