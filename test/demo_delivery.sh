@@ -27,7 +27,7 @@ wait_for_arrivals() { # topic count
 }
 
 echo
-echo "== 9. Webhook delivery: a local receiver and an endpoint with a secret"
+echo "== 10. Webhook delivery: a local receiver and an endpoint with a secret"
 "$WORKDIR/test/receiver/receiver" --port 0 --secret "$SECRET" --log "$WORKDIR/receiver.log" \
     > "$WORKDIR/receiver.out" 2>&1 &
 receiver_pid=$!
@@ -50,7 +50,7 @@ wait_for_arrivals orders.created 3
 show_arrivals orders.created
 
 echo
-echo "== 10. A failure is retried: the receiver answers 500 until told otherwise"
+echo "== 11. A failure is retried: the receiver answers 500 until told otherwise"
 receiver_get '/_control?status=500'
 demo_sql -c "SELECT outbox.publish('orders.cancelled', '{\"order\": 2002}', 'customer-grace') AS \"message id\";"
 for _ in $(seq 1 50); do
@@ -64,7 +64,7 @@ wait_for_arrivals orders.cancelled 1
 show_arrivals orders.cancelled
 
 echo
-echo "== 11. outbox.stat_endpoints"
+echo "== 12. outbox.stat_endpoints"
 sleep 0.3
 demo_sql -x -c "SELECT name, state, pending, in_flight, delivered, failed_attempts, dead_lettered,
                        last_http_status, last_error, round(latency_p50_ms::numeric, 1) AS latency_p50_ms,
