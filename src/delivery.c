@@ -1145,9 +1145,31 @@ delivery_report(RelaySlot *slot, bool horizon_blocked)
 {
 	EndpointStats *stats = shmem_slot_stats(slot);
 	int			max = outbox_shmem->endpoints_per_slot;
+	int			n = list_length(endpoints);
+	int		   *in_flight = palloc0(sizeof(int) * Max(n, 1));
+	TimestampTz *oldest = palloc0(sizeof(TimestampTz) * Max(n, 1));
 	int			k = 0;
+	int			i = 0;
 	ListCell   *lc;
 	TimestampTz now = GetCurrentTimestamp();
+
+	/* walk the queues before taking the lock that every relay and reader shares */
+	foreach(lc, endpoints)
+	{
+		Endpoint   *ep = lfirst(lc);
+		dlist_iter	it;
+
+		dlist_foreach(it, &ep->queue)
+		{
+			Pending    *p = dlist_container(Pending, node, it.cur);
+
+			if (p->in_flight)
+				in_flight[i]++;
+			if (oldest[i] == 0 || p->msg.created_at < oldest[i])
+				oldest[i] = p->msg.created_at;
+		}
+		i++;
+	}
 
 	LWLockAcquire(outbox_shmem->lock, LW_EXCLUSIVE);
 	slot->loops++;
@@ -1156,12 +1178,13 @@ delivery_report(RelaySlot *slot, bool horizon_blocked)
 		slot->horizon_blocked_since = 0;
 	else if (slot->horizon_blocked_since == 0)
 		slot->horizon_blocked_since = now;
+	i = 0;
 	foreach(lc, endpoints)
 	{
 		Endpoint   *ep = lfirst(lc);
 		EndpointStats *st;
-		dlist_iter	it;
 
+		i++;
 		if (ep->dropped || k >= max)
 			continue;
 		st = &stats[k++];
@@ -1170,17 +1193,8 @@ delivery_report(RelaySlot *slot, bool horizon_blocked)
 				ep->breaker == BREAKER_OPEN ? "open" :
 				ep->breaker == BREAKER_HALF_OPEN ? "half_open" : "active", sizeof(st->state));
 		st->queued = ep->queued;
-		st->in_flight = 0;
-		st->oldest_pending = 0;
-		dlist_foreach(it, &ep->queue)
-		{
-			Pending    *p = dlist_container(Pending, node, it.cur);
-
-			if (p->in_flight)
-				st->in_flight++;
-			if (st->oldest_pending == 0 || p->msg.created_at < st->oldest_pending)
-				st->oldest_pending = p->msg.created_at;
-		}
+		st->in_flight = in_flight[i - 1];
+		st->oldest_pending = oldest[i - 1];
 		st->fetched = ep->fetched;
 		st->delivered = ep->delivered;
 		st->failed_attempts = ep->failed_attempts;

@@ -18,9 +18,10 @@
  * and after max_attempts the projection stops there in state 'failed':
  * events are never skipped.  resume_projection tries again.
  *
- * The relay runs at most one batch per projection per turn of its loop, so
- * webhook delivery goes on between batches; a full batch asks for another
- * turn at once.  Commits that append events for async projections set the
+ * The relay runs at most one batch per projection per turn of its loop, and
+ * a batch ends early (committing what it applied) once its handlers have
+ * taken BATCH_MAX_MS, so webhook delivery goes on between batches; a full
+ * or shortened batch asks for another turn at once.  Commits that append events for async projections set the
  * slot's events flag (shmem.c); a read held back by a running transaction
  * is tried again shortly, as delivery does.  After each commit the new
  * checkpoint is published in shared memory and progress_cv broadcast.
@@ -45,6 +46,7 @@ PG_FUNCTION_INFO_V1(outbox_wait_for_projection);
 #define HELD_BACK_MIN_MS	5
 #define HELD_BACK_MAX_MS	100
 #define WAIT_SLICE_MS		1000	/* wait_for_projection re-reads the table this often */
+#define BATCH_MAX_MS		50		/* a batch ends early after this much handler time */
 
 static OutboxPlan plan_list = {
 	"SELECT id, mode = 'async' AND state IN ('running', 'rebuilding'), retry_at"
@@ -217,22 +219,30 @@ projector_batch(int id, int limit)
 			int			want = limit > 0 ? limit : p->batch_size;
 			int			n = projection_read(p->position, want, true, &events, &held);
 			int64		applied = 0;
+			TimestampTz stop_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), BATCH_MAX_MS);
+			int			done = 0;
+			bool		caught_up;
 
 			name = p->name;
-			for (int i = 0; i < n; i++)
+			for (; done < n; done++)
 			{
-				if (!projection_matches(p, events[i].stream, events[i].type))
+				/* slow handlers: end the batch early, delivery goes on meanwhile */
+				if (done > 0 && GetCurrentTimestamp() >= stop_at)
+					break;
+				if (!projection_matches(p, events[done].stream, events[done].type))
 					continue;
-				current = i;
-				current_position = events[i].position;
-				projection_call(p, events[i].row);
+				current = done;
+				current_position = events[done].position;
+				projection_call(p, events[done].row);
 				current = -1;
 				applied++;
 			}
-			if (held)
+			caught_up = n < want && !held && done == n;
+			if (held && done == n)
 				held_back = true;
-			if (n == want)
+			if (n == want || done < n)
 				more = true;
+			n = done;
 			if (n > 0 || strcmp(p->state, "rebuilding") == 0)
 			{
 				Datum		args[4];
@@ -241,7 +251,7 @@ projector_batch(int id, int limit)
 				args[0] = Int32GetDatum(id);
 				args[1] = Int64GetDatum(checkpoint);
 				args[2] = Int64GetDatum(applied);
-				args[3] = BoolGetDatum(n < want && !held);
+				args[3] = BoolGetDatum(caught_up);
 				outbox_spi_begin(&spi);
 				outbox_spi_run(&plan_checkpoint, args, NULL, false, 0, SPI_OK_UPDATE);
 				outbox_spi_end(&spi);

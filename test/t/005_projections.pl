@@ -125,4 +125,30 @@ sql(q{SELECT outbox.resume_projection('fast')});
 is(sql(qq{SELECT outbox.wait_for_projection('fast', 'ryw-paused', '$etag')}), 't',
 	'after resume_projection the wait succeeds');
 
+# ---- a slow async handler does not hold webhook delivery up ----
+my $rx = start_receiver(log => "$PostgreSQL::Test::Utils::tmp_check/receiver_005.log");
+sql(qq{SELECT outbox.create_endpoint('hooks', '@{[$rx->url]}', '{ping}')});
+sql(q{
+	CREATE FUNCTION apply_very_slowly(e outbox.events) RETURNS void LANGUAGE sql
+		AS $$ SELECT pg_sleep(0.02) $$;
+	SELECT outbox.create_projection('sluggish', 'apply_very_slowly(outbox.events)', NULL, 'slug-', 'async');
+	SELECT count(outbox.append('slug-' || g, '{"type": "x"}')) FROM generate_series(1, 500) g;
+});
+usleep(500_000);		# the relay is busy with the sluggish projection now
+my $worst = 0;
+for my $i (1 .. 5)
+{
+	my $t0 = time;
+	sql(qq{SELECT outbox.publish('ping', '{"n": $i}')});
+	wait_until(30, sub { (grep { $_->{topic} eq 'ping' } @{ $rx->deliveries }) == $i });
+	my $took = time - $t0;
+
+	$worst = $took if $took > $worst;
+	usleep(100_000);
+}
+cmp_ok($worst, '<', 1, sprintf('messages still arrive within %.0f ms while a handler takes 20 ms per event', $worst * 1000));
+cmp_ok(sql(q{SELECT lag_events FROM outbox.stat_projections WHERE name = 'sluggish'}), '>', 0,
+	'(the sluggish projection was still catching up)');
+$rx->stop;
+
 done_testing();
