@@ -675,7 +675,13 @@ LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     p pg_proc;
 BEGIN
+    IF fn IS NULL THEN
+        RETURN NULL;
+    END IF;
     SELECT * INTO p FROM pg_proc WHERE oid = fn;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION '% % does not exist', what, fn::oid USING ERRCODE = '42883';
+    END IF;
     IF p.prokind <> 'f' OR p.prorettype <> 'void'::regtype OR p.proretset
        OR p.pronargs <> (arg_type IS NOT NULL)::int
        OR (arg_type IS NOT NULL AND p.proargtypes[0] <> arg_type) THEN
@@ -716,17 +722,11 @@ BEGIN
     ELSIF stream_prefix = '' OR octet_length(stream_prefix) > 255 THEN
         RAISE EXCEPTION 'stream_prefix must be 1 to 255 bytes long' USING ERRCODE = '22023',
             HINT = 'Pass NULL for every stream.';
-    ELSIF NOT pg_has_role(session_user, run_as, 'MEMBER') THEN
-        -- the handler runs as run_as: only a role one may act as
-        RAISE EXCEPTION 'permission denied to create a projection running as "%"', run_as
-            USING ERRCODE = '42501';
     ELSIF EXISTS (SELECT FROM outbox._projections p WHERE p.name = _create_projection.name) THEN
         RAISE EXCEPTION 'projection "%" already exists', name USING ERRCODE = '42710';
     END IF;
-    IF mode = 'inline' THEN
-        -- appends in flight finish first; later ones see the new projection
-        LOCK TABLE outbox._events IN SHARE MODE;
-    END IF;
+    -- inline: appends see it; async: no append in flight misses waking the relay
+    PERFORM outbox._lock_events();
     INSERT INTO outbox._projections (name, handler, reset, event_types, stream_prefix, mode, run_as, options)
     VALUES (name,
             outbox._check_projection_function(handler, run_as, 'handler', 'outbox.events'::regtype),
@@ -741,18 +741,35 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION outbox._create_projection(text, regprocedure, text[], text, text, regprocedure, jsonb, name) IS
-    'private: outbox.create_projection, which passes the calling role';
+    'private: outbox.create_projection, which passes the calling role (granted to no one: a caller could name any role)';
 
 CREATE FUNCTION outbox.create_projection(name text, handler regprocedure, event_types text[] DEFAULT NULL,
                                          stream_prefix text DEFAULT NULL, mode text DEFAULT 'inline',
                                          reset regprocedure DEFAULT NULL, options jsonb DEFAULT '{}')
-RETURNS void
--- not SECURITY DEFINER: current_user is the caller, whom the handler will run as
-LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
-    SELECT outbox._create_projection(name, handler, event_types, stream_prefix, mode, reset, options, current_user)
-$$;
+    RETURNS void
+    -- C: it takes the calling role (GetUserId) itself, then runs
+    -- _create_projection as the extension owner; no SQL caller can pick the role
+    AS 'MODULE_PATHNAME', 'outbox_create_projection' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION outbox.create_projection(text, regprocedure, text[], text, text, regprocedure, jsonb) IS
     'keep a read model up to date: handler(outbox.events) is called for every matching event, inline (in the appending transaction) or async (by the relay)';
+
+CREATE FUNCTION outbox._lock_events() RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    -- a transaction snapshot taken before the lock could miss events the
+    -- lock waited for: positions read after it would be wrong
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'projections can only be changed in a READ COMMITTED transaction'
+            USING ERRCODE = '25000',
+                  DETAIL = 'A snapshot taken before the event log was locked could miss events appended meanwhile.',
+                  HINT = 'Run it in its own transaction, or SET TRANSACTION ISOLATION LEVEL READ COMMITTED.';
+    END IF;
+    -- appends in flight finish first; later ones wait, then see the change
+    LOCK TABLE outbox._events IN SHARE MODE;
+END
+$$;
+COMMENT ON FUNCTION outbox._lock_events() IS
+    'private: hold appends back while a projection changes (see src/projection.c), READ COMMITTED only';
 
 CREATE FUNCTION outbox._projection(name text, lock boolean DEFAULT true) RETURNS outbox._projections
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -782,7 +799,7 @@ DECLARE
     p outbox._projections := outbox._projection(name);
 BEGIN
     IF p.mode = 'inline' THEN
-        LOCK TABLE outbox._events IN SHARE MODE;
+        PERFORM outbox._lock_events();
     END IF;
     DELETE FROM outbox._projections WHERE id = p.id;
     PERFORM outbox._projections_changed();
@@ -800,7 +817,7 @@ BEGIN
     END IF;
     IF p.mode = 'inline' THEN
         -- no append in flight: the last position now is exactly where applying stops
-        LOCK TABLE outbox._events IN SHARE MODE;
+        PERFORM outbox._lock_events();
         UPDATE outbox._projections
            SET state = 'paused', position = coalesce((SELECT max(e.position) FROM outbox._events e), 0)
          WHERE id = p.id;
@@ -822,9 +839,9 @@ BEGIN
     IF p.state IN ('running', 'rebuilding') THEN
         RETURN;
     END IF;
+    PERFORM outbox._lock_events();
     IF p.mode = 'inline' THEN
         -- apply what was appended while paused, then let appends apply again
-        LOCK TABLE outbox._events IN SHARE MODE;
         n := outbox._replay_projection(p.id, p.position);
         UPDATE outbox._projections
            SET state = 'running', events_applied = events_applied + n,
@@ -846,8 +863,8 @@ DECLARE
     p outbox._projections := outbox._projection(name);
     n bigint;
 BEGIN
+    PERFORM outbox._lock_events();
     IF p.mode = 'inline' THEN
-        LOCK TABLE outbox._events IN SHARE MODE;
         PERFORM outbox._reset_projection(p.id);
         n := outbox._replay_projection(p.id, 0);
         UPDATE outbox._projections
@@ -931,7 +948,6 @@ TO outbox_admin;
 GRANT SELECT ON outbox.stream_deletions, outbox.endpoints TO outbox_admin;
 GRANT EXECUTE ON FUNCTION
     outbox.create_projection(text, regprocedure, text[], text, text, regprocedure, jsonb),
-    outbox._create_projection(text, regprocedure, text[], text, text, regprocedure, jsonb, name),
     outbox.drop_projection(text),
     outbox.pause_projection(text),
     outbox.resume_projection(text),

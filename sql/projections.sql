@@ -56,10 +56,42 @@ SELECT name, mode, state, lag_events, lag_seconds, events_applied, last_error FR
 -- an inline projection is consistent at commit: nothing to wait for
 SELECT outbox.wait_for_projection('balances', 'acct-2', outbox.stream_etag('acct-2'), '0 s') AS inline_waited;
 
--- rebuilding an inline projection needs READ COMMITTED (a snapshot older than its lock could miss events)
+-- changing a projection needs READ COMMITTED (a snapshot older than its lock could miss events)
 BEGIN ISOLATION LEVEL REPEATABLE READ;
 SELECT regress.try($$SELECT outbox.rebuild_projection('balances')$$) AS repeatable_read;
 ROLLBACK;
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT regress.try($$SELECT outbox.pause_projection('balances')$$) AS repeatable_read_pause;
+ROLLBACK;
+
+-- handlers run with a fixed search_path (pg_catalog, their schema, pg_temp), not
+-- the appender's: an operator planted there does not run with the projection's rights
+CREATE SCHEMA regress_evil;
+CREATE FUNCTION regress_evil.plus(numeric, numeric) RETURNS numeric LANGUAGE plpgsql
+    AS $$ BEGIN RAISE EXCEPTION 'hijacked'; END $$;
+CREATE OPERATOR regress_evil.+ (LEFTARG = numeric, RIGHTARG = numeric, FUNCTION = regress_evil.plus);
+SET search_path = regress_evil, pg_catalog, public;
+SELECT outbox.append('acct-2', '{"type": "deposited", "data": {"amount": 2}}') IS NOT NULL AS not_hijacked;
+RESET search_path;
+SELECT balance FROM balances WHERE account = 'acct-2';
+DROP SCHEMA regress_evil CASCADE;
+-- and what a handler changes in the session is undone after it
+CREATE TABLE settings_seen (work_mem text);
+CREATE FUNCTION apply_settings(e outbox.events) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM set_config('work_mem', '64kB', false);
+    INSERT INTO settings_seen VALUES (current_setting('work_mem'));
+END
+$$;
+SELECT outbox.create_projection('settings', 'apply_settings(outbox.events)', stream_prefix => 'settings-');
+SET work_mem = '4MB';
+SELECT outbox.append('settings-1', '{"type": "x"}') IS NOT NULL AS appended;
+SELECT work_mem AS inside_handler FROM settings_seen;
+SHOW work_mem;
+RESET work_mem;
+SELECT outbox.drop_projection('settings');
+DROP TABLE settings_seen;
+DROP FUNCTION apply_settings;
 
 -- async: the relay applies events in position order, exactly once
 CREATE TABLE applied (position bigint PRIMARY KEY, stream text NOT NULL, times int NOT NULL);
@@ -112,6 +144,15 @@ SELECT outbox.wait_for_projection('log', 'log-2', outbox.stream_etag('log-2')) A
 SELECT count(*) = (SELECT count(*) FROM outbox.events WHERE stream LIKE 'log-%') AS complete, count(*) FILTER (WHERE times <> 1) AS repeated FROM applied;
 SELECT state FROM outbox.stat_projections WHERE name = 'log';
 
+-- waiting needs READ COMMITTED, and a transaction that holds the relay back cannot wait
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT regress.try($$SELECT outbox.wait_for_projection('log', 'log-2', outbox.stream_etag('log-2'))$$) AS wait_repeatable_read;
+ROLLBACK;
+BEGIN;
+SELECT outbox.append('log-4', '{"type": "f"}') AS log4 \gset
+SELECT regress.try($$SELECT outbox.wait_for_projection('log', 'log-4', '$$ || :'log4' || $$')$$) AS wait_own_append;
+ROLLBACK;
+
 -- paused async: a wait times out with false
 SELECT outbox.pause_projection('log');
 SELECT outbox.append('log-3', '{"type": "e"}') AS log3 \gset
@@ -125,6 +166,7 @@ SELECT regress.try($$SELECT outbox.create_projection(NULL, 'apply_balance(outbox
 SELECT regress.try($$SELECT outbox.create_projection('', 'apply_balance(outbox.events)')$$) AS empty_name;
 SELECT regress.try($$SELECT outbox.create_projection('p', NULL)$$) AS null_handler;
 SELECT regress.try($$SELECT outbox.create_projection('p', 'no_such_function(outbox.events)')$$) AS missing_handler;
+SELECT regress.try($$SELECT outbox.create_projection('p', 4294967295::oid::regprocedure)$$) AS missing_oid;
 SELECT regress.try($$SELECT outbox.create_projection('p', 'reset_balances()')$$) AS wrong_signature;
 SELECT regress.try($$SELECT outbox.create_projection('p', 'apply_balance(outbox.events)', mode => 'sync')$$) AS bad_mode;
 SELECT regress.try($$SELECT outbox.create_projection('p', 'apply_balance(outbox.events)', '{}')$$) AS no_types;
@@ -158,7 +200,7 @@ SELECT count(*) AS writer_sees FROM outbox.stat_projections;
 RESET SESSION AUTHORIZATION;
 SET SESSION AUTHORIZATION regress_proj_admin;
 SELECT outbox.create_projection('who', 'record_run_as(outbox.events)', stream_prefix => 'who-');
--- the private function cannot be told to run as someone else
+-- the private function that takes the role is granted to no one
 SELECT regress.try($$SELECT outbox._create_projection('evil', 'record_run_as(outbox.events)', NULL, NULL, 'inline', NULL, '{}', 'postgres')$$) AS escalate;
 RESET SESSION AUTHORIZATION;
 SET SESSION AUTHORIZATION regress_proj_writer;

@@ -215,6 +215,7 @@ typedef struct Projection
 	int			backoff_max_ms;
 	int			attempts;		/* failed tries of the event at position + 1 */
 	FmgrInfo	flinfo;			/* the handler's */
+	char	   *search_path;	/* the one the handler runs with */
 	ProjectionProgress *progress;	/* shared counters; NULL if none */
 } Projection;
 

@@ -6,9 +6,9 @@
  *		relay's async side.)
  *
  * A handler gets one outbox.events row.  It runs as the projection's run_as
- * role (its creator; SECURITY_LOCAL_USERID_CHANGE, as a SECURITY DEFINER
- * function would) and with the caller's search_path, never outbox's pinned
- * one: user code is only ever called outside our SPI sections.
+ * role (its creator), as a restricted operation with a fixed search_path
+ * and its setting changes undone (projection_invoke), and only ever outside
+ * our SPI sections.
  *
  * Inline projections are cached per backend.  Every change to them (create,
  * drop, pause, resume, rebuild) takes a SHARE lock on outbox._events, which
@@ -36,11 +36,13 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/typcache.h"
 #include "utils/xid8.h"
 
 #include "outbox.h"
 
+PG_FUNCTION_INFO_V1(outbox_create_projection);
 PG_FUNCTION_INFO_V1(outbox_projections_changed);
 PG_FUNCTION_INFO_V1(outbox_replay_projection);
 PG_FUNCTION_INFO_V1(outbox_reset_projection);
@@ -56,6 +58,10 @@ static OutboxPlan plan_all = {
 static OutboxPlan plan_by_id = {
 	"SELECT " PROJECTION_COLUMNS " FROM outbox._projections WHERE id = $1",
 	1, {INT4OID}
+};
+static OutboxPlan plan_create = {
+	"SELECT outbox._create_projection($1, $2, $3, $4, $5, $6, $7, $8)",
+	8, {TEXTOID, REGPROCEDUREOID, TEXTARRAYOID, TEXTOID, TEXTOID, REGPROCEDUREOID, JSONBOID, NAMEOID}
 };
 static OutboxPlan plan_read = {
 	"SELECT position, stream, version, type, data, metadata, event_id, created_at, xmark"
@@ -77,6 +83,15 @@ projection_cache_reset(Datum arg, Oid relid)
 	if (relid == InvalidOid || relid == cache_relid)
 		cache_valid = false;
 }
+
+/* a function or a role changed: handlers, privileges and settings are looked up again */
+static void
+projection_cache_reset_syscache(Datum arg, int cacheid, uint32 hashvalue)
+{
+	cache_valid = false;
+}
+
+static char *function_search_path(Oid fn);
 
 /* ---- definitions ---- */
 
@@ -161,6 +176,7 @@ projection_from_spi(HeapTuple tup, MemoryContext cxt)
 	p->backoff_max_ms = DatumGetInt32(SPI_getbinval(tup, desc, 14, &isnull));
 	p->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 15, &isnull));
 	fmgr_info_cxt(p->handler, &p->flinfo, cxt);
+	p->search_path = function_search_path(p->handler);
 	MemoryContextSwitchTo(old);
 	return p;
 }
@@ -200,20 +216,46 @@ projection_matches(const Projection *p, const char *stream, const char *type)
 
 /* ---- calling user code ---- */
 
+/*
+ * The search_path user code runs with: pg_catalog, the function's own
+ * schema, and pg_temp last -- never the caller's, which (in an appending
+ * session) a writer controls: an operator or table planted there would run
+ * with the projection role's privileges.
+ */
+static char *
+function_search_path(Oid fn)
+{
+	char	   *schema = get_namespace_name(get_func_namespace(fn));
+
+	return psprintf("pg_catalog, %s, pg_temp", quote_identifier(schema));
+}
+
+/*
+ * Call user code as the projection's role, as a maintenance operation:
+ * SECURITY_RESTRICTED_OPERATION (no temp objects, no SET ROLE), the fixed
+ * search_path above, and every setting it changes undone afterwards, so a
+ * handler cannot leave traps in the session (or the relay) for the next.
+ */
 static void
-projection_invoke(Projection *p, FmgrInfo *flinfo, int nargs, Datum arg)
+projection_invoke(Projection *p, FmgrInfo *flinfo, int nargs, Datum arg, const char *search_path)
 {
 	LOCAL_FCINFO(fcinfo, 1);
 	Oid			save_userid;
 	int			save_sec_context;
+	int			nest;
 
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(p->run_as, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	SetUserIdAndSecContext(p->run_as, save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	nest = NewGUCNestLevel();
+	(void) set_config_option("search_path", search_path, PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 	InitFunctionCallInfoData(*fcinfo, flinfo, nargs, InvalidOid, NULL, NULL);
 	fcinfo->args[0].value = arg;
 	fcinfo->args[0].isnull = false;
 	(void) FunctionCallInvoke(fcinfo);
-	/* an error instead: (sub)transaction abort restores the user */
+	/* an error instead: (sub)transaction abort restores both */
+	AtEOXact_GUC(false, nest);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 }
 
@@ -221,7 +263,7 @@ projection_invoke(Projection *p, FmgrInfo *flinfo, int nargs, Datum arg)
 void
 projection_call(Projection *p, Datum row)
 {
-	projection_invoke(p, &p->flinfo, 1, row);
+	projection_invoke(p, &p->flinfo, 1, row, p->search_path);
 }
 
 /* An outbox.events row from its column values. */
@@ -308,6 +350,9 @@ inline_projections(void)
 	if (!callback_registered)
 	{
 		CacheRegisterRelcacheCallback(projection_cache_reset, (Datum) 0);
+		CacheRegisterSyscacheCallback(PROCOID, projection_cache_reset_syscache, (Datum) 0);
+		CacheRegisterSyscacheCallback(AUTHOID, projection_cache_reset_syscache, (Datum) 0);
+		CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, projection_cache_reset_syscache, (Datum) 0);
 		callback_registered = true;
 	}
 	/* set first: an invalidation arriving while we read clears it again */
@@ -410,20 +455,34 @@ projection_apply_inline(const char *stream, const EventInput *evs, int n, const 
 	}
 }
 
-/*
- * rebuild_projection and resume_projection are SECURITY DEFINER functions
- * with a pinned search_path; the handlers they replay into run with the
- * session's own (its reset value), as they would inline or in the relay.
- * Returns the GUC nest level to pass to AtEOXact_GUC.
- */
-static int
-session_search_path(void)
-{
-	int			nest = NewGUCNestLevel();
+/* ---- SQL-callable ---- */
 
-	(void) set_config_option("search_path", GetConfigOptionResetString("search_path"),
-							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-	return nest;
+/*
+ * outbox.create_projection(name, handler, event_types, stream_prefix, mode,
+ * reset, options): the handler will run as the calling role, taken here
+ * before becoming the extension owner; the checks and the insert are in
+ * the private PL/pgSQL function _create_projection, granted to no one.
+ */
+Datum
+outbox_create_projection(PG_FUNCTION_ARGS)
+{
+	OutboxSpi	spi = OUTBOX_SPI_INIT;
+	Datum		args[8];
+	char		nulls[8];
+	NameData	run_as;
+
+	namestrcpy(&run_as, GetUserNameFromId(GetUserId(), false));
+	for (int i = 0; i < 7; i++)
+	{
+		args[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
+		nulls[i] = PG_ARGISNULL(i) ? 'n' : ' ';
+	}
+	args[7] = NameGetDatum(&run_as);
+	nulls[7] = ' ';
+	outbox_spi_begin(&spi);
+	outbox_spi_run(&plan_create, args, nulls, false, 0, SPI_OK_SELECT);
+	outbox_spi_end(&spi);
+	PG_RETURN_VOID();
 }
 
 /* ---- SQL-callable, private ---- */
@@ -442,9 +501,8 @@ outbox_projections_changed(PG_FUNCTION_ARGS)
  *
  * Apply every matching event after a position, in position order, in the
  * caller's transaction, in batches of REPLAY_BATCH events.  The caller holds
- * a SHARE lock on outbox._events, so the log cannot change meanwhile; each
- * read takes a fresh snapshot, which is why READ COMMITTED is required: a
- * transaction snapshot taken before the lock could miss events.
+ * a SHARE lock on outbox._events (outbox._lock_events, READ COMMITTED only),
+ * so the log cannot change meanwhile; each read takes a fresh snapshot.
  */
 Datum
 outbox_replay_projection(PG_FUNCTION_ARGS)
@@ -455,16 +513,7 @@ outbox_replay_projection(PG_FUNCTION_ARGS)
 	MemoryContext batch_cxt;
 	MemoryContext old;
 	int			n;
-	int			nest;
 
-	if (IsolationUsesXactSnapshot())
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
-				 errmsg("an inline projection can only be rebuilt or resumed in a READ COMMITTED transaction"),
-				 errdetail("A snapshot taken before the event log was locked could miss events appended meanwhile."),
-				 errhint("Run it in its own transaction, or SET TRANSACTION ISOLATION LEVEL READ COMMITTED.")));
-
-	nest = session_search_path();
 	batch_cxt = AllocSetContextCreate(CurrentMemoryContext, "outbox replay", ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(batch_cxt);
 	do
@@ -485,7 +534,6 @@ outbox_replay_projection(PG_FUNCTION_ARGS)
 	} while (n == REPLAY_BATCH);
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(batch_cxt);
-	AtEOXact_GUC(true, nest);
 	PG_RETURN_INT64(applied);
 }
 
@@ -498,11 +546,9 @@ outbox_reset_projection(PG_FUNCTION_ARGS)
 	if (OidIsValid(p->reset))
 	{
 		FmgrInfo	flinfo;
-		int			nest = session_search_path();
 
 		fmgr_info(p->reset, &flinfo);
-		projection_invoke(p, &flinfo, 0, (Datum) 0);
-		AtEOXact_GUC(true, nest);
+		projection_invoke(p, &flinfo, 0, (Datum) 0, function_search_path(p->reset));
 	}
 	PG_RETURN_VOID();
 }

@@ -38,6 +38,7 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
+#include "utils/xid8.h"
 
 #include "outbox.h"
 
@@ -83,7 +84,7 @@ static OutboxPlan plan_state = {
 	1, {TEXTOID}
 };
 static OutboxPlan plan_event_position = {
-	"SELECT position FROM outbox._events WHERE stream = $1 AND version = $2",
+	"SELECT position, xmark FROM outbox._events WHERE stream = $1 AND version = $2",
 	2, {TEXTOID, INT8OID}
 };
 
@@ -212,6 +213,9 @@ projector_batch(int id, int limit)
 		if (outbox_spi_run(&plan_lock, &arg, NULL, false, 0, SPI_OK_SELECT) == 1)
 			p = projection_from_spi(SPI_tuptable->vals[0], cxt);
 		outbox_spi_end(&spi);
+		/* locked by an admin (or just paused): look again shortly, it may roll back */
+		if (p == NULL)
+			due_at(TimestampTzPlusMilliseconds(GetCurrentTimestamp(), HELD_BACK_MAX_MS));
 		if (p != NULL)
 		{
 			ProjectionEvent *events;
@@ -347,10 +351,9 @@ typedef struct WaitTarget
 
 /* Has the projection applied the target, as far as its committed row says? */
 static bool
-wait_reached_in_table(const char *name, WaitTarget *t)
+wait_reached_in_table(const char *name, Datum arg, WaitTarget *t)
 {
 	OutboxSpi	spi = OUTBOX_SPI_INIT;
-	Datum		arg = CStringGetTextDatum(name);
 	bool		reached;
 	bool		isnull;
 	char	   *mode;
@@ -387,6 +390,7 @@ outbox_wait_for_projection(PG_FUNCTION_ARGS)
 {
 	char	   *name = outbox_arg_name(fcinfo, 0, "projection name");
 	char	   *stream = outbox_arg_name(fcinfo, 1, "stream");
+	Datum		name_arg = CStringGetTextDatum(name);
 	char	   *etag;
 	Interval   *timeout;
 	int64		timeout_ms;
@@ -415,6 +419,12 @@ outbox_wait_for_projection(PG_FUNCTION_ARGS)
 				 errhint("Pass the stream the ETag was returned for.")));
 	if (version == 0)
 		PG_RETURN_BOOL(true);	/* the empty stream: nothing to wait for */
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
+				 errmsg("wait_for_projection needs a READ COMMITTED transaction"),
+				 errdetail("This transaction's snapshot would not show what the projection applied meanwhile."),
+				 errhint("Wait in a READ COMMITTED transaction, then read the read model.")));
 
 	{
 		OutboxSpi	spi = OUTBOX_SPI_INIT;
@@ -427,10 +437,24 @@ outbox_wait_for_projection(PG_FUNCTION_ARGS)
 					 errmsg("stream \"%s\" has no committed version " INT64_FORMAT, stream, version),
 					 errdetail("ETag %s names a version that was never committed, or the stream was deleted.", etag)));
 		target.position = outbox_spi_getint64(1, NULL);
+		{
+			bool		isnull;
+			FullTransactionId xmark = DatumGetFullTransactionId(
+				SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+			FullTransactionId own = GetTopFullTransactionIdIfAny();
+
+			/* the relay's gap-free reading cannot pass us (gapless.c) */
+			if (FullTransactionIdIsValid(own) && FullTransactionIdPrecedes(own, xmark))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
+						 errmsg("this transaction holds the projection back from the event it waits for"),
+						 errdetail("It took its transaction id before the event was appended and is still running."),
+						 errhint("Commit first, then wait.")));
+		}
 		outbox_spi_end(&spi);
 	}
 
-	if (wait_reached_in_table(name, &target))
+	if (wait_reached_in_table(name, name_arg, &target))
 		PG_RETURN_BOOL(true);
 	if (target.async && outbox_shmem == NULL)
 		ereport(ERROR,
@@ -459,7 +483,7 @@ outbox_wait_for_projection(PG_FUNCTION_ARGS)
 	{
 		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
 
-		if (wait_reached_in_table(name, &target))
+		if (wait_reached_in_table(name, name_arg, &target))
 		{
 			reached = true;
 			break;
