@@ -48,7 +48,7 @@ PG_FUNCTION_INFO_V1(outbox_replay_projection);
 PG_FUNCTION_INFO_V1(outbox_reset_projection);
 PG_FUNCTION_INFO_V1(outbox_projection_live_applied);
 
-#define REPLAY_BATCH	10000	/* events read per query by a replay */
+#define REPLAY_BATCH	1000	/* events read per query by a replay (memory: rows are detoasted) */
 #define EVENT_COLS		8		/* the columns of outbox.events */
 
 static OutboxPlan plan_all = {

@@ -380,7 +380,7 @@ wait_reached_in_table(const char *name, Datum arg, WaitTarget *t)
  *							  timeout interval) returns boolean
  *
  * Read-your-writes: reads the projection's committed checkpoint with a
- * fresh snapshot (so also in REPEATABLE READ), and sleeps on the slot's
+ * fresh snapshot, and sleeps on the slot's
  * progress_cv, which the relay broadcasts after each batch it commits, or
  * WAIT_SLICE_MS at most (an admin's changes do not broadcast).  The table,
  * not shared memory, is the truth: a rebuild moves the checkpoint back.
