@@ -230,6 +230,8 @@ typedef struct ProjectionEvent
 extern Projection *projection_from_spi(HeapTuple tup, MemoryContext cxt);
 extern bool projection_matches(const Projection *p, const char *stream, const char *type);
 extern void projection_call(Projection *p, Datum row);
+extern int	projection_enter(Projection *p);
+extern void projection_leave(int nest);
 extern int	projection_read(int64 after, int limit, bool gapless, ProjectionEvent **out,
 							bool *held_back);
 

@@ -24,6 +24,7 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -248,8 +249,10 @@ projection_invoke(Projection *p, FmgrInfo *flinfo, int nargs, Datum arg, const c
 	SetUserIdAndSecContext(p->run_as, save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
 	nest = NewGUCNestLevel();
-	(void) set_config_option("search_path", search_path, PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	/* setting it costs a namespace recomputation: batches set it once (projection_enter) */
+	if (strcmp(namespace_search_path, search_path) != 0)
+		(void) set_config_option("search_path", search_path, PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
 	InitFunctionCallInfoData(*fcinfo, flinfo, nargs, InvalidOid, NULL, NULL);
 	fcinfo->args[0].value = arg;
 	fcinfo->args[0].isnull = false;
@@ -257,6 +260,26 @@ projection_invoke(Projection *p, FmgrInfo *flinfo, int nargs, Datum arg, const c
 	/* an error instead: (sub)transaction abort restores both */
 	AtEOXact_GUC(false, nest);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
+}
+
+/*
+ * Around a batch of calls to p's handler: its search_path, set once; undone
+ * by projection_leave (or by abort).
+ */
+int
+projection_enter(Projection *p)
+{
+	int			nest = NewGUCNestLevel();
+
+	(void) set_config_option("search_path", p->search_path, PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	return nest;
+}
+
+void
+projection_leave(int nest)
+{
+	AtEOXact_GUC(false, nest);
 }
 
 /* Call the handler with one outbox.events row. */
@@ -420,12 +443,14 @@ projection_apply_inline(const char *stream, const EventInput *evs, int n, const 
 						int64 first_version, TimestampTz created_at)
 {
 	List	   *projections = inline_projections();
+	int			nest;
 
 	if (cache_has_async)
 		shmem_wake_projector_at_commit();
 	if (projections == NIL)
 		return;
 	CommandCounterIncrement();	/* handlers see the new events */
+	nest = projection_enter(linitial(projections));
 	for (int i = 0; i < n; i++)
 	{
 		Datum		row = (Datum) 0;
@@ -453,6 +478,7 @@ projection_apply_inline(const char *stream, const EventInput *evs, int n, const 
 				pg_atomic_fetch_add_u64(&p->progress->live_applied, 1);
 		}
 	}
+	projection_leave(nest);
 }
 
 /* ---- SQL-callable ---- */
@@ -513,9 +539,11 @@ outbox_replay_projection(PG_FUNCTION_ARGS)
 	MemoryContext batch_cxt;
 	MemoryContext old;
 	int			n;
+	int			nest;
 
 	batch_cxt = AllocSetContextCreate(CurrentMemoryContext, "outbox replay", ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(batch_cxt);
+	nest = projection_enter(p);
 	do
 	{
 		ProjectionEvent *events;
@@ -532,6 +560,7 @@ outbox_replay_projection(PG_FUNCTION_ARGS)
 		}
 		CHECK_FOR_INTERRUPTS();
 	} while (n == REPLAY_BATCH);
+	projection_leave(nest);
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(batch_cxt);
 	PG_RETURN_INT64(applied);

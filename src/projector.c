@@ -226,8 +226,10 @@ projector_batch(int id, int limit)
 			TimestampTz stop_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), BATCH_MAX_MS);
 			int			done = 0;
 			bool		caught_up;
+			int			nest;
 
 			name = p->name;
+			nest = projection_enter(p);
 			for (; done < n; done++)
 			{
 				/* slow handlers: end the batch early, delivery goes on meanwhile */
@@ -241,6 +243,7 @@ projector_batch(int id, int limit)
 				current = -1;
 				applied++;
 			}
+			projection_leave(nest);
 			caught_up = n < want && !held && done == n;
 			if (held && done == n)
 				held_back = true;
