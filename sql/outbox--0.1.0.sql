@@ -771,7 +771,7 @@ $$;
 COMMENT ON FUNCTION outbox._lock_events() IS
     'private: hold appends back while a projection changes (see src/projection.c), READ COMMITTED only';
 
-CREATE FUNCTION outbox._projection(name text, lock boolean DEFAULT true) RETURNS outbox._projections
+CREATE FUNCTION outbox._projection(name text) RETURNS outbox._projections
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     result outbox._projections;
@@ -779,19 +779,15 @@ BEGIN
     IF name IS NULL THEN
         RAISE EXCEPTION 'projection name must not be null' USING ERRCODE = '22004';
     END IF;
-    IF lock THEN
-        -- waits for an async batch of this projection to commit
-        SELECT * INTO result FROM outbox._projections p WHERE p.name = _projection.name FOR UPDATE;
-    ELSE
-        SELECT * INTO result FROM outbox._projections p WHERE p.name = _projection.name;
-    END IF;
+    -- waits for an async batch of this projection to commit
+    SELECT * INTO result FROM outbox._projections p WHERE p.name = _projection.name FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'projection "%" does not exist', name USING ERRCODE = '42704';
     END IF;
     RETURN result;
 END
 $$;
-COMMENT ON FUNCTION outbox._projection(text, boolean) IS 'private: a projection''s row, locked, or 42704';
+COMMENT ON FUNCTION outbox._projection(text) IS 'private: a projection''s row, locked, or 42704';
 
 CREATE FUNCTION outbox.drop_projection(name text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$

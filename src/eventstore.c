@@ -70,7 +70,8 @@ static OutboxPlan plan_read_stream = {
 	" FROM outbox._events WHERE stream = $1 AND version > $2 ORDER BY version LIMIT $3",
 	3, {TEXTOID, INT8OID, INT4OID}
 };
-static OutboxPlan plan_read_all = {
+/* also projection.c's: the columns of outbox.events, then xmark */
+OutboxPlan	outbox_plan_read_all = {
 	"SELECT position, stream, version, type, data, metadata, event_id, created_at, xmark"
 	" FROM outbox._events WHERE position > $1 ORDER BY position LIMIT $2",
 	2, {INT8OID, INT4OID}
@@ -377,7 +378,7 @@ outbox_read_all(PG_FUNCTION_ARGS)
 
 	args[0] = Int64GetDatum(outbox_arg_position(fcinfo, 0, "after_position"));
 	args[1] = Int32GetDatum(outbox_arg_count(fcinfo, 1, "max_count"));
-	return outbox_spi_read(fcinfo, &plan_read_all, args, true);
+	return outbox_spi_read(fcinfo, &outbox_plan_read_all, args, true);
 }
 
 /*

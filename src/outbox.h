@@ -193,14 +193,12 @@ extern bool delivery_horizon_blocked(void);
 /* projection.c: applying events to projections */
 #define PROJECTION_COLUMNS \
 	"id, name, mode, state, position, handler, reset, run_as, event_types, stream_prefix," \
-	" (options->>'batch_size')::int, (options->>'max_attempts')::int," \
-	" (options->>'backoff_base_ms')::int, (options->>'backoff_max_ms')::int, attempts"
+	" (options->>'batch_size')::int"
 
 typedef struct Projection
 {
 	int			id;
 	char	   *name;
-	bool		async;
 	char	   *state;			/* running, paused, failed, rebuilding */
 	int64		position;		/* async: checkpoint */
 	Oid			handler;
@@ -209,11 +207,7 @@ typedef struct Projection
 	int			ntypes;
 	char	  **types;			/* event_types; NULL: every type */
 	char	   *prefix;			/* stream_prefix; NULL: every stream */
-	int			batch_size;
-	int			max_attempts;
-	int			backoff_base_ms;
-	int			backoff_max_ms;
-	int			attempts;		/* failed tries of the event at position + 1 */
+	int			batch_size;		/* async: events per transaction */
 	FmgrInfo	flinfo;			/* the handler's */
 	char	   *search_path;	/* the one the handler runs with */
 	ProjectionProgress *progress;	/* shared counters; NULL if none */
@@ -272,6 +266,9 @@ typedef struct OutboxSpi
 } OutboxSpi;
 
 #define OUTBOX_SPI_INIT {false, InvalidOid, 0}
+
+/* eventstore.c: the log in position order, with xmark last (gapless.c) */
+extern OutboxPlan outbox_plan_read_all;
 
 extern void outbox_spi_begin(OutboxSpi *ctx);
 extern void outbox_spi_end(OutboxSpi *ctx);

@@ -64,11 +64,6 @@ static OutboxPlan plan_create = {
 	"SELECT outbox._create_projection($1, $2, $3, $4, $5, $6, $7, $8)",
 	8, {TEXTOID, REGPROCEDUREOID, TEXTARRAYOID, TEXTOID, TEXTOID, REGPROCEDUREOID, JSONBOID, NAMEOID}
 };
-static OutboxPlan plan_read = {
-	"SELECT position, stream, version, type, data, metadata, event_id, created_at, xmark"
-	" FROM outbox._events WHERE position > $1 ORDER BY position LIMIT $2",
-	2, {INT8OID, INT4OID}
-};
 
 /* the inline projections cache: running inline projections, in id order */
 static MemoryContext cache_cxt = NULL;
@@ -145,7 +140,6 @@ projection_from_spi(HeapTuple tup, MemoryContext cxt)
 
 	p->id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
 	p->name = SPI_getvalue(tup, desc, 2);
-	p->async = strcmp(SPI_getvalue(tup, desc, 3), "async") == 0;
 	p->state = SPI_getvalue(tup, desc, 4);
 	p->position = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
 	p->run_as = get_role_oid(SPI_getvalue(tup, desc, 8), true);
@@ -172,10 +166,6 @@ projection_from_spi(HeapTuple tup, MemoryContext cxt)
 	}
 	p->prefix = SPI_getvalue(tup, desc, 10);
 	p->batch_size = DatumGetInt32(SPI_getbinval(tup, desc, 11, &isnull));
-	p->max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 12, &isnull));
-	p->backoff_base_ms = DatumGetInt32(SPI_getbinval(tup, desc, 13, &isnull));
-	p->backoff_max_ms = DatumGetInt32(SPI_getbinval(tup, desc, 14, &isnull));
-	p->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 15, &isnull));
 	fmgr_info_cxt(p->handler, &p->flinfo, cxt);
 	p->search_path = function_search_path(p->handler);
 	MemoryContextSwitchTo(old);
@@ -328,7 +318,7 @@ projection_read(int64 after, int limit, bool gapless, ProjectionEvent **out, boo
 	outbox_spi_begin(&spi);
 	if (gapless)
 		horizon = gapless_horizon();
-	n = outbox_spi_run(&plan_read, args, NULL, gapless, 0, SPI_OK_SELECT);
+	n = outbox_spi_run(&outbox_plan_read_all, args, NULL, gapless, 0, SPI_OK_SELECT);
 	events = MemoryContextAlloc(cxt, sizeof(ProjectionEvent) * Max(n, 1));
 	for (uint64 i = 0; i < n; i++)
 	{

@@ -80,7 +80,7 @@ static OutboxPlan plan_failure = {
 	2, {INT4OID, TEXTOID}
 };
 static OutboxPlan plan_state = {
-	"SELECT id, mode, state, position FROM outbox._projections WHERE name = $1",
+	"SELECT mode, state, position FROM outbox._projections WHERE name = $1",
 	1, {TEXTOID}
 };
 static OutboxPlan plan_event_position = {
@@ -347,7 +347,6 @@ projector_held_back(void)
 
 typedef struct WaitTarget
 {
-	int			id;
 	bool		async;
 	int64		position;		/* the event the caller wants applied */
 } WaitTarget;
@@ -367,13 +366,12 @@ wait_reached_in_table(const char *name, Datum arg, WaitTarget *t)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("projection \"%s\" does not exist", name)));
-	t->id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	mode = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
-	state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+	mode = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
 	t->async = strcmp(mode, "async") == 0;
 	/* a running inline projection applied every committed event at its commit */
 	reached = (!t->async && strcmp(state, "running") == 0) ||
-		DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull)) >= t->position;
+		DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull)) >= t->position;
 	outbox_spi_end(&spi);
 	return reached;
 }
