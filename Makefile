@@ -3,13 +3,19 @@
 # does all of it on a fresh Debian 12 machine.
 
 EXTENSION   = outbox
+# The one version string: the install script's name, the User-Agent, the
+# version the relay expects its database to be at (outbox.control must agree).
+EXTVERSION  = 0.2.0
 MODULE_big  = outbox
 OBJS        = src/outbox.o src/catalog.o src/spi.o src/validate.o src/etag.o \
               src/gapless.o src/rows.o src/eventparse.o src/eventstore.o src/publish.o \
               src/http.o src/webhook.o src/delivery.o src/shmem.o src/launcher.o src/relay.o src/stats.o \
               src/projection.o src/projector.o
-DATA        = sql/outbox--0.1.0.sql
-PG_CPPFLAGS = -I$(srcdir)/src
+# Released scripts are never edited: sql/outbox.sql is the current version's,
+# copied to outbox--$(EXTVERSION).sql; every release adds an upgrade script.
+DATA        = sql/outbox--0.1.0.sql sql/outbox--0.1.0--0.2.0.sql
+DATA_built  = sql/outbox--$(EXTVERSION).sql
+PG_CPPFLAGS = -I$(srcdir)/src -DOUTBOX_VERSION='"$(EXTVERSION)"'
 SHLIB_LINK  = -lcurl
 PG_CFLAGS   = -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
               -Wno-missing-field-initializers $(OUTBOX_WERROR)
@@ -30,6 +36,10 @@ EXTRA_CLEAN = $(RECEIVER)
 
 all: $(RECEIVER)
 
+sql/outbox--$(EXTVERSION).sql: sql/outbox.sql
+	cp $< $@
+
+
 $(RECEIVER): test/receiver/receiver.c
 	$(MAKE) -C test/receiver
 PROVE_TESTS = test/t/*.pl
@@ -43,3 +53,8 @@ override with_llvm = no
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# outbox.control must name the same version.
+ifneq ($(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(srcdir)/outbox.control),$(EXTVERSION))
+$(error outbox.control default_version differs from EXTVERSION $(EXTVERSION))
+endif

@@ -202,7 +202,7 @@ http_post(void *owner, const char *url, List *headers, const char *body, size_t 
 	curl_easy_setopt(t->easy, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(t->easy, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(t->easy, CURLOPT_SSL_VERIFYHOST, 2L);
-	curl_easy_setopt(t->easy, CURLOPT_USERAGENT, "outbox/0.1.0");
+	curl_easy_setopt(t->easy, CURLOPT_USERAGENT, "outbox/" OUTBOX_VERSION);
 	curl_easy_setopt(t->easy, CURLOPT_WRITEFUNCTION, http_write_cb);
 	curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, t);
 	curl_easy_setopt(t->easy, CURLOPT_HEADERFUNCTION, http_header_cb);
