@@ -4,7 +4,9 @@
 # the 0.1.0 library itself filled (its relay delivered, retried and
 # dead-lettered; its projector applied events), so the test updates real
 # 0.1.0 data rather than rows written by hand.  Run it only to change the
-# data set, against a PostgreSQL 15 with the 0.1.0 build installed:
+# data set, against a PostgreSQL 15 with the 0.1.0 build installed (the
+# dump loads where CREATE EXTENSION outbox VERSION '0.1.0' made the schema;
+# the URLs' ports become OK_PORT and BAD_PORT, for the test to replace):
 #   git archive v0.1.0-commit | tar -x -C /tmp/old && make -C /tmp/old install
 #   test/t/data/make_outbox_0.1.0.sh /usr/lib/postgresql/15/bin /tmp/old/test/receiver/receiver
 # (as a non-root user; it starts a temporary cluster on port 54399).
@@ -121,6 +123,8 @@ q "SELECT outbox.append('order-' || s, '{\"type\": \"created\"}') FROM generate_
 sleep 1
 "$bin"/pg_dump -h "$tmp" -p $port -U postgres --no-owner -d fixture |
 	sed -e "s,127\.0\.0\.1:$ok_port,127.0.0.1:OK_PORT,g" -e "s,127\.0\.0\.1:$bad_port,127.0.0.1:BAD_PORT,g" \
+	    -e '/^CREATE SCHEMA outbox;$/d' \
+	    -e "s/^CREATE EXTENSION IF NOT EXISTS outbox WITH SCHEMA outbox;$/CREATE EXTENSION IF NOT EXISTS outbox WITH SCHEMA outbox VERSION '0.1.0';/" \
 	> "$out"
 q "SELECT 'xid ' || pg_current_xact_id()"
 wait $holder

@@ -22,14 +22,13 @@ SET row_security = off;
 -- Name: outbox; Type: SCHEMA; Schema: -; Owner: -
 --
 
-CREATE SCHEMA outbox;
 
 
 --
 -- Name: outbox; Type: EXTENSION; Schema: -; Owner: -
 --
 
-CREATE EXTENSION IF NOT EXISTS outbox WITH SCHEMA outbox;
+CREATE EXTENSION IF NOT EXISTS outbox WITH SCHEMA outbox VERSION '0.1.0';
 
 
 --
