@@ -30,11 +30,10 @@ ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation \
 
 TAP_TESTS   = 1
 
-# The webhook receiver the TAP tests and benchmarks deliver to (needs libssl-dev).
+# The webhook receiver the TAP tests and benchmarks deliver to (needs
+# libssl-dev): built for the tests, not by `all`, so packaging needs no libssl.
 RECEIVER    = test/receiver/receiver
 EXTRA_CLEAN = $(RECEIVER)
-
-all: $(RECEIVER)
 
 sql/outbox--$(EXTVERSION).sql: sql/outbox.sql
 	cp $< $@
@@ -58,3 +57,11 @@ include $(PGXS)
 ifneq ($(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(srcdir)/outbox.control),$(EXTVERSION))
 $(error outbox.control default_version differs from EXTVERSION $(EXTVERSION))
 endif
+
+installcheck: $(RECEIVER)
+
+# The PGXN distribution: outbox-$(EXTVERSION).zip of the committed tree.
+dist:
+	git -C $(srcdir) archive --format zip --prefix=$(EXTENSION)-$(EXTVERSION)/ \
+		-o $(CURDIR)/$(EXTENSION)-$(EXTVERSION).zip HEAD
+.PHONY: dist

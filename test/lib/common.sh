@@ -55,7 +55,7 @@ make_workdir() {
 
 build_and_install() {
     log "building outbox"
-    as_pg make -C "$WORKDIR" -s ${OUTBOX_WERROR:+OUTBOX_WERROR=-Werror} all
+    as_pg make -C "$WORKDIR" -s ${OUTBOX_WERROR:+OUTBOX_WERROR=-Werror} all test/receiver/receiver
     log "installing outbox into $(pg_config --pkglibdir)"
     make -C "$WORKDIR" -s install
 }
