@@ -6,3 +6,11 @@
  * compares the two catalogs, with data in every table).
  */
 \echo Use "ALTER EXTENSION outbox UPDATE TO '0.2.0'" to load this file. \quit
+
+/*
+ * Finding 12: the append-only guard of outbox._events fires whatever
+ * session_replication_role is (a superuser could set it to replica and
+ * DELETE or TRUNCATE events).
+ */
+ALTER TABLE outbox._events ENABLE ALWAYS TRIGGER forbid_update_delete;
+ALTER TABLE outbox._events ENABLE ALWAYS TRIGGER forbid_truncate;

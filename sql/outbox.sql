@@ -617,6 +617,9 @@ CREATE TRIGGER forbid_update_delete BEFORE UPDATE OR DELETE ON outbox._events
     FOR EACH ROW EXECUTE FUNCTION outbox._forbid_change();
 CREATE TRIGGER forbid_truncate BEFORE TRUNCATE ON outbox._events
     FOR EACH STATEMENT EXECUTE FUNCTION outbox._forbid_change();
+-- ALWAYS: session_replication_role = replica must not switch the guard off
+ALTER TABLE outbox._events ENABLE ALWAYS TRIGGER forbid_update_delete;
+ALTER TABLE outbox._events ENABLE ALWAYS TRIGGER forbid_truncate;
 
 /* ------------------------------------------------------------------------
  * CQRS projections (src/projection.c applies events, src/projector.c is the
