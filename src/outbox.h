@@ -201,15 +201,17 @@ typedef struct Projection
 	char	   *name;
 	char	   *state;			/* running, paused, failed, rebuilding */
 	int64		position;		/* async: checkpoint */
-	Oid			handler;
-	Oid			reset;			/* InvalidOid: none */
+	char	   *handler_signature;	/* as stored; resolved on first use */
+	char	   *reset_signature;	/* NULL: none */
+	Oid			handler;		/* InvalidOid until resolved (projection_resolve) */
 	Oid			run_as;			/* the role handler and reset run as */
+	MemoryContext cxt;			/* where the projection and its resolution live */
 	int			ntypes;
 	char	  **types;			/* event_types; NULL: every type */
 	char	   *prefix;			/* stream_prefix; NULL: every stream */
 	int			batch_size;		/* async: events per transaction */
-	FmgrInfo	flinfo;			/* the handler's */
-	char	   *search_path;	/* the one the handler runs with */
+	FmgrInfo	flinfo;			/* the handler's, once resolved */
+	char	   *search_path;	/* the one the handler runs with, once resolved */
 	ProjectionProgress *progress;	/* shared counters; NULL if none */
 } Projection;
 
