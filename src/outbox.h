@@ -336,6 +336,7 @@ extern int64 etag_version(const char *stream, const char *etag);
 
 /* gapless.c: the reading horizon of the gap-free logs */
 extern FullTransactionId gapless_horizon(void);
+extern bool gapless_holds_back(FullTransactionId xmark, FullTransactionId horizon);
 extern FullTransactionId gapless_mark(void);
 
 #endif							/* OUTBOX_H */

@@ -405,7 +405,7 @@ projection_read(int64 after, int limit, bool gapless, ProjectionEvent **out, boo
 		MemoryContext old;
 
 		heap_deform_tuple(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, values, nulls);
-		if (gapless && FullTransactionIdFollows(DatumGetFullTransactionId(values[EVENT_COLS]), horizon))
+		if (gapless && gapless_holds_back(DatumGetFullTransactionId(values[EVENT_COLS]), horizon))
 		{
 			if (held_back)
 				*held_back = true;

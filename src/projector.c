@@ -480,8 +480,8 @@ outbox_wait_for_projection(PG_FUNCTION_ARGS)
 				SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 			FullTransactionId own = GetTopFullTransactionIdIfAny();
 
-			/* the relay's gap-free reading cannot pass us (gapless.c) */
-			if (FullTransactionIdIsValid(own) && FullTransactionIdPrecedes(own, xmark))
+			/* the relay's gap-free reading cannot pass us (its horizon is <= own) */
+			if (FullTransactionIdIsValid(own) && gapless_holds_back(xmark, own))
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
 						 errmsg("this transaction holds the projection back from the event it waits for"),
