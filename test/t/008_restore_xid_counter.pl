@@ -10,10 +10,11 @@
 #
 # pg_upgrade carries the old cluster's counter (epoch included) into the new
 # one, so xmarks keep their meaning; the test checks it with a 15 -> 15
-# upgrade of the same source.  A promoted standby has replayed the primary's
-# WAL, whose checkpoints carry the next xid: its counter is at least that of
-# any commit it has, up to xids that wrote nothing, and rows beyond it are
-# taken as restored ones (committed), so it is covered by the same rule.
+# upgrade of the same source, then promotes a standby of the upgraded
+# cluster.  A standby replays the primary's WAL, whose checkpoints carry the
+# next xid: its counter is at least that of any commit it has, up to xids
+# that wrote nothing, and rows beyond it are taken as restored ones
+# (committed, which they are), so it is covered by the same rule.
 use strict;
 use warnings;
 use lib 'test/t';
@@ -107,7 +108,7 @@ $dst->stop;
 
 # ---- pg_upgrade of the source, 15 -> 15: the counter moves with it ----
 my $new = PostgreSQL::Test::Cluster->new('upgraded');
-$new->init;
+$new->init(allows_streaming => 1);
 $new->append_conf('postgresql.conf', $conf);
 my $bindir = $new->config_data('--bindir');
 {
@@ -129,6 +130,21 @@ is($new->safe_psql('postgres', 'SELECT count(*) FROM outbox.read_all(0, 100000)'
 $new->safe_psql('postgres', q{SELECT outbox.append('upgraded', '{"type": "AfterUpgrade"}')});
 is($new->safe_psql('postgres', 'SELECT count(*) FROM outbox.read_all(0, 100000)'), $events + 1,
 	'and what is appended after the upgrade');
+
+# ---- a promoted standby of the upgraded cluster: it replayed the counter ----
+$new->backup('b');
+my $standby = PostgreSQL::Test::Cluster->new('standby');
+$standby->init_from_backup($new, 'b', has_streaming => 1);
+$standby->start;
+$new->safe_psql('postgres', q{SELECT outbox.append('upgraded', '{"type": "BeforePromotion"}')});
+$new->wait_for_catchup($standby);
 $new->stop;
+$standby->promote;
+cmp_ok($standby->safe_psql('postgres', 'SELECT pg_current_xact_id()::text::numeric'),
+	'>', 100 * 2**32, 'the promoted standby has the counter');
+$standby->safe_psql('postgres', q{SELECT outbox.append('promoted', '{"type": "AfterPromotion"}')});
+is($standby->safe_psql('postgres', 'SELECT count(*) FROM outbox.read_all(0, 100000)'), $events + 3,
+	'the promoted standby reads every event, and what is appended after the promotion');
+$standby->stop;
 $rx->stop;
 done_testing();
