@@ -225,6 +225,15 @@ GRANT INSERT ON admin_model TO regress_proj_admin;
 DROP FUNCTION record_run_as;
 SELECT outbox.append('unrelated-1', '{"type": "x"}') IS NOT NULL AS unrelated_append;
 SELECT regress.try($$SELECT outbox.append('who-1', '{"type": "x"}')$$) AS matching_append;
+-- and so does a dropped projection role
+CREATE ROLE regress_proj_gone IN ROLE outbox_admin;
+SET ROLE regress_proj_gone;
+SELECT outbox.create_projection('gone', 'apply_balance(outbox.events)', stream_prefix => 'gone-');
+RESET ROLE;
+DROP ROLE regress_proj_gone;
+SELECT outbox.append('unrelated-2', '{"type": "x"}') IS NOT NULL AS unrelated_append_role_gone;
+SELECT regress.try($$SELECT outbox.append('gone-1', '{"type": "x"}')$$) AS matching_append_role_gone;
+SELECT outbox.drop_projection('gone');
 -- a handler re-created by another role does not run with the projection role's rights
 GRANT CREATE ON SCHEMA public TO regress_proj_writer;
 SET SESSION AUTHORIZATION regress_proj_writer;

@@ -204,7 +204,8 @@ typedef struct Projection
 	char	   *handler_signature;	/* as stored; resolved on first use */
 	char	   *reset_signature;	/* NULL: none */
 	Oid			handler;		/* InvalidOid until resolved (projection_resolve) */
-	Oid			run_as;			/* the role handler and reset run as */
+	char	   *run_as_name;	/* the role handler and reset run as */
+	Oid			run_as;			/* its OID, InvalidOid until resolved */
 	MemoryContext cxt;			/* where the projection and its resolution live */
 	int			ntypes;
 	char	  **types;			/* event_types; NULL: every type */

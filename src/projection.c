@@ -165,25 +165,37 @@ projection_check_function(const char *name, const char *what, Oid fn, Oid run_as
 						GetUserNameFromId(run_as, false), what, signature, name)));
 }
 
-/* A stored signature's function, checked (above); 42883 if it is gone. */
+/*
+ * A stored signature's function of p, checked (above), 42883 if it is gone;
+ * resolves p's role first.
+ */
 static Oid
-projection_function(const char *name, const char *what, const char *signature, Oid run_as)
+projection_function(Projection *p, const char *what, const char *signature)
 {
-	Oid			fn = function_oid(signature);
+	Oid			fn;
 
+	if (!OidIsValid(p->run_as))
+		p->run_as = get_role_oid(p->run_as_name, true);
+	if (!OidIsValid(p->run_as))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("role \"%s\" of projection \"%s\" does not exist", p->run_as_name, p->name),
+				 errhint("Create the projection again as an existing role.")));
+	fn = function_oid(signature);
 	if (!OidIsValid(fn))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_FUNCTION),
-				 errmsg("%s %s of projection \"%s\" does not exist", what, signature, name),
+				 errmsg("%s %s of projection \"%s\" does not exist", what, signature, p->name),
 				 errhint("Create the function again, or drop the projection with outbox.drop_projection().")));
-	projection_check_function(name, what, fn, run_as);
+	projection_check_function(p->name, what, fn, p->run_as);
 	return fn;
 }
 
 /*
  * A projection from a row of PROJECTION_COLUMNS (the current SPI result),
- * allocated in cxt.  Its functions are resolved on first use
- * (projection_resolve): a dropped handler fails only what would call it.
+ * allocated in cxt.  Its role and functions are resolved on first use
+ * (projection_resolve): a dropped handler or role fails only what would
+ * call the handler.
  */
 Projection *
 projection_from_spi(HeapTuple tup, MemoryContext cxt)
@@ -199,13 +211,7 @@ projection_from_spi(HeapTuple tup, MemoryContext cxt)
 	p->name = SPI_getvalue(tup, desc, 2);
 	p->state = SPI_getvalue(tup, desc, 4);
 	p->position = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
-	p->run_as = get_role_oid(SPI_getvalue(tup, desc, 8), true);
-	if (!OidIsValid(p->run_as))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("role \"%s\" of projection \"%s\" does not exist",
-						SPI_getvalue(tup, desc, 8), p->name),
-				 errhint("Create the projection again as an existing role.")));
+	p->run_as_name = SPI_getvalue(tup, desc, 8);
 	p->handler_signature = SPI_getvalue(tup, desc, 6);
 	p->reset_signature = SPI_getvalue(tup, desc, 7);
 	d = SPI_getbinval(tup, desc, 9, &isnull);
@@ -226,7 +232,7 @@ projection_from_spi(HeapTuple tup, MemoryContext cxt)
 }
 
 /*
- * Look the handler up by its signature and check it, once per loaded
+ * Look the role and the handler up and check them, once per loaded
  * projection (the inline cache is reloaded after any function or role
  * change).  A failure leaves p unresolved: the next use tries again.
  */
@@ -238,7 +244,7 @@ projection_resolve(Projection *p)
 
 	if (OidIsValid(p->handler))
 		return;
-	fn = projection_function(p->name, "handler", p->handler_signature, p->run_as);
+	fn = projection_function(p, "handler", p->handler_signature);
 	old = MemoryContextSwitchTo(p->cxt);
 	fmgr_info_cxt(fn, &p->flinfo, p->cxt);
 	p->search_path = function_search_path(fn);
@@ -650,7 +656,7 @@ outbox_reset_projection(PG_FUNCTION_ARGS)
 
 	if (p->reset_signature != NULL)
 	{
-		Oid			fn = projection_function(p->name, "reset function", p->reset_signature, p->run_as);
+		Oid			fn = projection_function(p, "reset function", p->reset_signature);
 		FmgrInfo	flinfo;
 
 		fmgr_info(fn, &flinfo);
