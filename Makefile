@@ -23,8 +23,8 @@ PG_CFLAGS   = -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
 REGRESS      = setup eventstore bad_input publish readers immutability roles search_path bulk endpoints projections
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=$(srcdir)/test/outbox.conf
 
-ISOLATION      = append_race append_repeatable_read create_race lock_stream read_all_gapless \
-                 read_messages_gapless consume_once_race projection_async_gapless
+ISOLATION      = append_race append_repeatable_read create_race lock_stream delete_race read_all_gapless \
+                 read_messages_gapless consume_once_race consumer_claim_race projection_async_gapless
 ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation \
                  --temp-instance=tmp_check_iso --temp-config=$(srcdir)/test/outbox.conf
 
