@@ -19,8 +19,8 @@
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/inval.h"
-#include "utils/rel.h"
 #include "utils/lsyscache.h"
+#include "utils/rel.h"
 #include "utils/syscache.h"
 
 #include "outbox.h"
@@ -50,6 +50,7 @@ catalog_reset(Datum arg, int cacheid, uint32 hashvalue)
 static void
 catalog_relcache_reset(Datum arg, Oid relid)
 {
+	/* InvalidOid: every relation (ALTER EXTENSION outbox UPDATE sends it) */
 	if (relid == InvalidOid)
 	{
 		catalog_reset(arg, 0, 0);
@@ -57,7 +58,7 @@ catalog_relcache_reset(Datum arg, Oid relid)
 	}
 	for (int i = 0; i < nrels; i++)
 	{
-		if (relid == InvalidOid || rels[i].relid == relid)
+		if (rels[i].relid == relid)
 		{
 			catalog_reset(arg, 0, 0);
 			return;

@@ -323,18 +323,6 @@ sub arrived
 	return [ grep { $_->{topic} eq $topic } @{ $rx->deliveries } ];
 }
 
-sub in_key_order
-{
-	my ($rows) = @_;
-	my %last;
-	for my $r (@$rows)
-	{
-		return 0 if exists $last{ $r->{key} } && $r->{seq} <= $last{ $r->{key} };
-		$last{ $r->{key} } = $r->{seq};
-	}
-	return 1;
-}
-
 sub distinct { my %s = map { $_->{id} => 1 } @{ $_[0] }; return scalar keys %s; }
 
 # the failing endpoint is fixed: its pending and waiting messages go, in key order

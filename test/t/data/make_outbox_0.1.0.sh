@@ -7,7 +7,7 @@
 # data set, against a PostgreSQL 15 with the 0.1.0 build installed (the
 # dump loads where CREATE EXTENSION outbox VERSION '0.1.0' made the schema;
 # the URLs' ports become OK_PORT and BAD_PORT, for the test to replace):
-#   git archive v0.1.0-commit | tar -x -C /tmp/old && make -C /tmp/old install
+#   test/lib/release_tree.sh 0.1.0 /tmp/old && make -C /tmp/old install
 #   test/t/data/make_outbox_0.1.0.sh /usr/lib/postgresql/15/bin /tmp/old/test/receiver/receiver
 # (as a non-root user; it starts a temporary cluster on port 54399).
 set -euo pipefail
