@@ -10,7 +10,7 @@ MODULE_big  = outbox
 OBJS        = src/outbox.o src/catalog.o src/spi.o src/validate.o src/etag.o \
               src/gapless.o src/rows.o src/eventparse.o src/eventstore.o src/publish.o \
               src/http.o src/webhook.o src/delivery.o src/shmem.o src/launcher.o src/relay.o src/stats.o \
-              src/projection.o src/projector.o
+              src/projection.o src/projector.o src/options.o
 # Released scripts are never edited: sql/outbox.sql is the current version's,
 # copied to outbox--$(EXTVERSION).sql; every release adds an upgrade script.
 DATA        = sql/outbox--0.1.0.sql sql/outbox--0.1.0--0.2.0.sql
@@ -45,7 +45,7 @@ $(RECEIVER): test/receiver/receiver.c
 PROVE_TESTS = test/t/*.pl
 
 # PGXS tracks no header dependencies: every object depends on ours.
-$(OBJS): src/outbox.h src/compat.h
+$(OBJS): src/outbox.h src/compat.h src/options.h
 
 # No LLVM bitcode: it needs clang, which a fresh machine does not have.
 override with_llvm = no

@@ -282,49 +282,15 @@ $$;
 COMMENT ON FUNCTION outbox._require_object(jsonb, text) IS
     'private: the argument, if it is a JSON object (22004 for NULL, 22023 otherwise)';
 
-CREATE FUNCTION outbox._check_options(given jsonb, base jsonb, limits jsonb, what text) RETURNS jsonb
-LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    result jsonb := base;
-    k text;
-    v jsonb;
-BEGIN
-    FOR k, v IN SELECT * FROM jsonb_each(outbox._require_object(given, 'options')) LOOP
-        IF NOT base ? k THEN
-            RAISE EXCEPTION 'unknown % option "%"', what, k USING ERRCODE = '22023',
-                HINT = 'Options: ' || (SELECT string_agg(o, ', ' ORDER BY o) FROM jsonb_object_keys(base) o) || '.';
-        ELSIF jsonb_typeof(base -> k) = 'boolean' AND jsonb_typeof(v) <> 'boolean' THEN
-            RAISE EXCEPTION 'option "%" must be true or false', k USING ERRCODE = '22023';
-        ELSIF jsonb_typeof(base -> k) = 'number' AND (jsonb_typeof(v) <> 'number'
-                OR v::numeric <> trunc(v::numeric)
-                OR v::numeric < (limits -> k ->> 0)::numeric
-                OR v::numeric > (limits -> k ->> 1)::numeric) THEN
-            RAISE EXCEPTION 'option "%" must be an integer from % to %', k, limits -> k ->> 0, limits -> k ->> 1
-                USING ERRCODE = '22023';
-        END IF;
-        result := jsonb_set(result, ARRAY[k], v);
-    END LOOP;
-    IF (result ->> 'backoff_base_ms')::bigint > (result ->> 'backoff_max_ms')::bigint THEN
-        RAISE EXCEPTION 'option "backoff_base_ms" must not exceed "backoff_max_ms"' USING ERRCODE = '22023';
-    END IF;
-    RETURN result;
-END
-$$;
-COMMENT ON FUNCTION outbox._check_options(jsonb, jsonb, jsonb, text) IS
-    'private: merges validated options into base (the defaults, or the current options); limits gives each integer option''s range';
-
 CREATE FUNCTION outbox._endpoint_options(given jsonb, base jsonb DEFAULT NULL) RETURNS jsonb
-    LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT outbox._check_options(given,
-        coalesce(base, '{"max_attempts": 12, "backoff_base_ms": 500, "backoff_max_ms": 600000,
-            "timeout_ms": 10000, "max_in_flight": 16, "rate_limit_per_sec": 0, "batch_size": 1, "ordered": true}'),
-        '{"max_attempts": [1, 1000], "backoff_base_ms": [1, 86400000],
-            "backoff_max_ms": [1, 604800000], "timeout_ms": [100, 300000], "max_in_flight": [1, 1000],
-            "rate_limit_per_sec": [0, 1000000], "batch_size": [1, 1000]}',
-        'endpoint')
-$$;
+    AS 'MODULE_PATHNAME', 'outbox_endpoint_options' LANGUAGE C IMMUTABLE;
 COMMENT ON FUNCTION outbox._endpoint_options(jsonb, jsonb) IS
-    'private: validates endpoint options and fills in the defaults';
+    'private: endpoint options given merged over base (the current ones, or the defaults), checked (22004, 22023) and normalised as the relay reads them';
+
+CREATE FUNCTION outbox._projection_options(given jsonb) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'outbox_projection_options' LANGUAGE C IMMUTABLE;
+COMMENT ON FUNCTION outbox._projection_options(jsonb) IS
+    'private: projection options checked (22004, 22023) and normalised as the relay reads them, defaults filled in';
 
 CREATE FUNCTION outbox._endpoint_id(endpoint text) RETURNS int
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -734,11 +700,7 @@ BEGIN
             outbox._check_projection_function(handler, run_as, 'handler', 'outbox.events'::regtype),
             outbox._check_projection_function(reset, run_as, 'reset function', NULL),
             event_types, stream_prefix, mode, run_as,
-            outbox._check_options(options,
-                '{"batch_size": 1000, "max_attempts": 10, "backoff_base_ms": 1000, "backoff_max_ms": 60000}',
-                '{"batch_size": [1, 100000], "max_attempts": [1, 1000], "backoff_base_ms": [1, 86400000],
-                  "backoff_max_ms": [1, 604800000]}',
-                'projection'));
+            outbox._projection_options(options));
     PERFORM outbox._projections_changed();
 END
 $$;

@@ -52,6 +52,13 @@ typedef enum RelayState
 	RELAY_BACKOFF				/* exited with an error; restarts after next_start_at */
 } RelayState;
 
+/*
+ * The longest last_error kept, in bytes, terminator included: a delivery's
+ * in outbox.dead_letters, an endpoint's in outbox.stat_endpoints.  An HTTP
+ * failure's is "HTTP <status>: " and the start of the response body.
+ */
+#define OUTBOX_LAST_ERROR_BYTES	256
+
 /* What the relay tells outbox.stat_endpoints about one endpoint. */
 #define STAT_LATENCIES 256
 
@@ -69,7 +76,7 @@ typedef struct EndpointStats
 	TimestampTz last_success_at;
 	TimestampTz last_failure_at;
 	int			last_http_status;
-	char		last_error[160];
+	char		last_error[OUTBOX_LAST_ERROR_BYTES];
 	int			nlatencies;		/* commit-to-2xx latencies, ms, most recent */
 	float4		latencies[STAT_LATENCIES];
 } EndpointStats;
@@ -156,7 +163,7 @@ typedef struct WebhookMessage
 } WebhookMessage;
 
 extern WebhookKey *webhook_key(const char *secret);
-extern List *webhook_json_headers(List *lines, const char *json);
+extern List *webhook_json_headers(List *lines, const char *json, bool from_message);
 extern List *webhook_build(const WebhookEndpoint *ep, WebhookMessage **msgs, int n,
 						   StringInfo body);
 
@@ -167,7 +174,7 @@ typedef struct HttpResult
 	int			status;			/* HTTP status; 0 = transport failure */
 	long		retry_after_ms; /* -1 if none */
 	int64		elapsed_us;
-	char		error[256];
+	char		error[OUTBOX_LAST_ERROR_BYTES];
 } HttpResult;
 
 extern void http_init(void);
@@ -193,7 +200,7 @@ extern bool delivery_horizon_blocked(void);
 /* projection.c: applying events to projections */
 #define PROJECTION_COLUMNS \
 	"id, name, mode, state, position, handler, reset, run_as, event_types, stream_prefix," \
-	" (options->>'batch_size')::int"
+	" options"
 
 typedef struct Projection
 {
@@ -208,6 +215,7 @@ typedef struct Projection
 	char	  **types;			/* event_types; NULL: every type */
 	char	   *prefix;			/* stream_prefix; NULL: every stream */
 	int			batch_size;		/* async: events per transaction */
+	char	   *options_problem;	/* why its stored options cannot be used, or NULL */
 	FmgrInfo	flinfo;			/* the handler's */
 	char	   *search_path;	/* the one the handler runs with */
 	ProjectionProgress *progress;	/* shared counters; NULL if none */
@@ -326,7 +334,9 @@ extern void outbox_check_writable(const char *fname);
 extern void outbox_check_header_value(const char *what, const char *value, int len);
 extern void outbox_check_name(const char *what, const char *name, int len);
 extern void outbox_check_payload_size(const char *what, Jsonb *value);
-extern void outbox_check_headers(const char *what, Jsonb *headers);
+extern void outbox_check_headers(const char *what, Jsonb *headers, bool from_message);
+extern const char *outbox_header_refused(const char *name, int len, bool from_message);
+extern bool outbox_header_value_blank(const char *value, int len);
 
 /* etag.c */
 extern text *etag_make(const char *stream, int64 version);
