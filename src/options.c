@@ -83,7 +83,7 @@ static const OptionSet option_sets[] = {
 typedef struct OptionsProblem
 {
 	char	   *message;
-	char	   *detail;			/* NULL if none */
+	char	   *value;			/* the value at fault, as JSON; NULL if none */
 	char	   *hint;			/* NULL if none */
 } OptionsProblem;
 
@@ -155,7 +155,7 @@ option_problem(OptionsProblem *problem, const OptionDef *def, const JsonbValue *
 	else
 		problem->message = psprintf("option \"%s\" must be an integer from %d to %d",
 									def->name, def->min, def->max);
-	problem->detail = psprintf("It is %s.", jsonb_value_text(v));
+	problem->value = jsonb_value_text(v);
 	return false;
 }
 
@@ -228,7 +228,7 @@ options_read(OptionsKind kind, Jsonb *stored, void *out)
 	options_defaults(set, opts);
 	if ((stored != NULL && !options_apply(set, stored, NULL, false, opts, &problem)) ||
 		!options_consistent(set, opts, &problem))
-		return problem.detail ? psprintf("%s (%s)", problem.message, problem.detail) : problem.message;
+		return problem.value ? psprintf("%s, not %s", problem.message, problem.value) : problem.message;
 	memcpy(out, opts, set->size);
 	pfree(opts);
 	return NULL;
@@ -286,7 +286,7 @@ options_normalise(FunctionCallInfo fcinfo, const OptionSet *set)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg_internal("%s", problem.message),
-				 problem.detail ? errdetail_internal("%s", problem.detail) : 0,
+				 problem.value ? errdetail("It is %s.", problem.value) : 0,
 				 problem.hint ? errhint("%s", problem.hint) : 0));
 	PG_RETURN_JSONB_P(options_jsonb(set, opts));
 }

@@ -155,9 +155,12 @@ is_tchar(char c)
  * send.  Names compare case-insensitively; a name may appear once.
  */
 static const char *const outbox_headers[] = {
-	"content-type", "content-length", "content-encoding", "host", "expect",
-	/* hop-by-hop (RFC 9110 7.6.1) */
-	"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"
+	"content-type", "content-length", "content-encoding", "host"
+};
+/* hop-by-hop (RFC 9110 7.6.1), and Expect: curl's, and outbox turns it off */
+static const char *const connection_headers[] = {
+	"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
+	"upgrade", "expect"
 };
 static const char *const endpoint_only_headers[] = {
 	"authorization", "proxy-authorization", "cookie", "forwarded", "x-real-ip",
@@ -191,6 +194,8 @@ outbox_header_refused(const char *name, int len, bool from_message)
 	if (header_prefixed(name, len, "webhook-") || header_prefixed(name, len, "outbox-") ||
 		header_in(name, len, outbox_headers, lengthof(outbox_headers)))
 		return "is set by outbox and cannot be overridden";
+	if (header_in(name, len, connection_headers, lengthof(connection_headers)))
+		return "governs the connection and cannot be set";
 	if (from_message &&
 		(header_prefixed(name, len, "x-forwarded-") ||
 		 header_in(name, len, endpoint_only_headers, lengthof(endpoint_only_headers))))

@@ -125,6 +125,7 @@ static struct
 } stats;
 
 static Faults faults;
+static int	headers_fd = -1;	/* --headers: every webhook request's head */
 static uint64_t rng;
 static size_t max_body = 16 * 1024 * 1024;
 static int	port;
@@ -866,6 +867,9 @@ webhook_start(Conn *c)
 {
 	stats.requests_total++;
 	c->arrival_us = now_us(CLOCK_REALTIME);
+	/* tests only: unbuffered, the head as received (it ends with a blank line) */
+	if (headers_fd >= 0 && write(headers_fd, c->in + c->in_off, c->hdr_len) != (ssize_t) c->hdr_len)
+		die("cannot write the --headers file", errno);
 	if (chance(faults.reset_rate))
 	{
 		stats.resets_injected++;
@@ -1244,7 +1248,7 @@ static void
 usage(void)
 {
 	fprintf(stderr, "usage: receiver --port N [--secret S]... [--log FILE] "
-			"[--max-body BYTES]\n");
+			"[--headers FILE] [--max-body BYTES]\n");
 	exit(2);
 }
 
@@ -1274,6 +1278,11 @@ main(int argc, char **argv)
 			add_secret(val);
 		else if (strcmp(argv[i], "--log") == 0)
 			log_path = val;
+		else if (strcmp(argv[i], "--headers") == 0)
+		{
+			if ((headers_fd = open(val, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)) < 0)
+				die("cannot open the --headers file", errno);
+		}
 		else
 			usage();
 		if (*end || port < 0 || port > 65535 || max_body == 0)
