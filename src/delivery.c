@@ -979,6 +979,7 @@ delivery_persist(void)
 	ListCell   *lc;
 	bool		began = false;
 	List	   *skipped = NIL;	/* endpoints whose row was locked or gone */
+	MemoryContext caller_cxt = CurrentMemoryContext;
 
 	foreach(lc, endpoints)
 	{
@@ -1038,8 +1039,12 @@ delivery_persist(void)
 			 * The row is locked by a transaction that changes the endpoint,
 			 * or gone: save next time (a reload will tell which).
 			 */
+			MemoryContext old = MemoryContextSwitchTo(caller_cxt);
+
 			ep->cursor = saved_cursor;
+			/* not in SPI's context: the list is read after the commit */
 			skipped = lappend(skipped, ep);
+			MemoryContextSwitchTo(old);
 			continue;
 		}
 

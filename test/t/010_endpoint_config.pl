@@ -144,6 +144,17 @@ sql(q{SELECT outbox.publish('gone', '{"seq": 2}')});
 sleep 2;
 is($gone->stats->{requests_total}, 1, 'and it stays paused');
 
+# ---- last_error keeps the start of a response body, as README says ----
+$gone->control('status=400&error_body=10000');
+sql(q{SELECT outbox.resume_endpoint('gone')});
+ok( wait_until(20, sub {
+		sql(q{SELECT count(*) FROM outbox.dead_letters WHERE endpoint = 'gone' AND last_status = 400}) eq '1' }),
+	'a 400 with a 10 kB body dead-letters the message');
+is( sql(q{SELECT last_error FROM outbox.dead_letters WHERE endpoint = 'gone' AND last_status = 400}),
+	'HTTP 400: ' . ('x' x 245), 'dead_letters.last_error: the first 255 bytes');
+is( sql(q{SELECT last_error FROM outbox.stat_endpoints WHERE name = 'gone'}),
+	'HTTP 400: ' . ('x' x 245), 'stat_endpoints.last_error: the same');
+
 $node->stop;
 $rx->stop;
 $gone->stop;
