@@ -268,21 +268,27 @@ options_jsonb(const OptionSet *set, void *opts)
 /*
  * given merged over base (the current options; NULL: the defaults), checked
  * and normalised.  22004 if given is NULL, 22023 naming the option if
- * anything is wrong.  Unknown or invalid options in base that given does
- * not replace are dropped or reported the same way.
+ * anything is wrong.  What base holds that cannot be used (a row changed by
+ * hand) is dropped if unknown, reported like given's if given does not
+ * replace it.
  */
 static Datum
 options_normalise(FunctionCallInfo fcinfo, const OptionSet *set)
 {
 	Jsonb	   *given = outbox_arg_jsonb(fcinfo, 0, "options");
+	Jsonb	   *base = (PG_NARGS() > 1 && !PG_ARGISNULL(1)) ? PG_GETARG_JSONB_P(1) : NULL;
 	void	   *opts = palloc(set->size);
 	OptionsProblem problem = {0};
 
 	options_defaults(set, opts);
-	if ((PG_NARGS() > 1 && !PG_ARGISNULL(1) &&
-		 !options_apply(set, PG_GETARG_JSONB_P(1), given, true, opts, &problem)) ||
-		!options_apply(set, given, NULL, false, opts, &problem) ||
-		!options_consistent(set, opts, &problem))
+	/* each step stops at the first problem, leaving it in problem */
+	if (!JB_ROOT_IS_OBJECT(given))
+		problem.message = pstrdup("options must be a JSON object");
+	else if ((base == NULL || !JB_ROOT_IS_OBJECT(base) ||
+			  options_apply(set, base, given, true, opts, &problem)) &&
+			 options_apply(set, given, NULL, false, opts, &problem))
+		options_consistent(set, opts, &problem);
+	if (problem.message != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg_internal("%s", problem.message),
