@@ -460,6 +460,7 @@ endpoint_configure(Endpoint *ep, HeapTuple tup)
 	Datum		d;
 	ArrayType  *arr;
 	Datum	   *elems;
+	bool	   *nulls;
 	int			nelems;
 	EndpointOptions opt;
 	char	   *problem;
@@ -475,12 +476,17 @@ endpoint_configure(Endpoint *ep, HeapTuple tup)
 	ep->name = spi_text(tup, 2);
 	ep->url = spi_text(tup, 3);
 	ep->patterns = NIL;
-	arr = DatumGetArrayTypeP(spi_datum(tup, 4, &isnull));
-	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, NULL, &nelems);
-	for (int j = 0; j < nelems; j++)
-		ep->patterns = lappend(ep->patterns, TextDatumGetCString(elems[j]));
-	ep->wh.keys = NIL;
 	problem = NULL;
+	arr = DatumGetArrayTypeP(spi_datum(tup, 4, &isnull));
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &nelems);
+	for (int j = 0; j < nelems; j++)
+	{
+		if (nulls[j])
+			problem = "a topic pattern is null";
+		else
+			ep->patterns = lappend(ep->patterns, TextDatumGetCString(elems[j]));
+	}
+	ep->wh.keys = NIL;
 	d = spi_datum(tup, 5, &isnull);
 	if (!isnull)
 	{

@@ -335,8 +335,16 @@ extern void outbox_check_header_value(const char *what, const char *value, int l
 extern void outbox_check_name(const char *what, const char *name, int len);
 extern void outbox_check_payload_size(const char *what, Jsonb *value);
 extern void outbox_check_headers(const char *what, Jsonb *headers, bool from_message);
-extern const char *outbox_header_refused(const char *name, int len, bool from_message);
-extern bool outbox_header_value_blank(const char *value, int len);
+
+typedef struct HeaderProblem
+{
+	char	   *message;		/* names the header */
+	const char *detail;			/* NULL if none */
+	const char *hint;			/* NULL if none */
+} HeaderProblem;
+
+extern bool outbox_header_allowed(const char *name, int len, const JsonbValue *value,
+								  bool from_message, HeaderProblem *problem);
 
 /* etag.c */
 extern text *etag_make(const char *stream, int64 version);

@@ -184,12 +184,9 @@ header_prefixed(const char *name, int len, const char *prefix)
 	return len >= plen && pg_strncasecmp(name, prefix, plen) == 0;
 }
 
-/*
- * Why a header of an endpoint (or of a message, if from_message) may not be
- * set, or NULL if it may.  The relay applies the same rule to stored rows.
- */
-const char *
-outbox_header_refused(const char *name, int len, bool from_message)
+/* Why the header name may not be set, or NULL if it may. */
+static const char *
+header_name_refused(const char *name, int len, bool from_message)
 {
 	if (header_prefixed(name, len, "webhook-") || header_prefixed(name, len, "outbox-") ||
 		header_in(name, len, outbox_headers, lengthof(outbox_headers)))
@@ -203,13 +200,56 @@ outbox_header_refused(const char *name, int len, bool from_message)
 	return NULL;
 }
 
-/* Is the value empty or blank (which would make curl drop the header)? */
-bool
-outbox_header_value_blank(const char *value, int len)
+static bool
+header_refuse(HeaderProblem *problem, char *message, const char *detail, const char *hint)
 {
+	problem->message = message;
+	problem->detail = detail;
+	problem->hint = hint;
+	return false;
+}
+
+/*
+ * May an endpoint (or a message, if from_message) carry this header?  If
+ * not, false and what is wrong in *problem.  The checks of create_endpoint,
+ * alter_endpoint and publish, and the relay's filter of stored rows (which
+ * may predate a rule): one rule for both.  Names must be HTTP tokens and
+ * values free of CR and LF, so that no header can be smuggled in.
+ */
+bool
+outbox_header_allowed(const char *name, int len, const JsonbValue *value, bool from_message,
+					  HeaderProblem *problem)
+{
+	const char *refused;
+	bool		blank = true;
+
+	if (len == 0)
+		return header_refuse(problem, pstrdup("a header name must not be empty"), NULL, NULL);
 	for (int i = 0; i < len; i++)
-		if (value[i] != ' ' && value[i] != '\t')
-			return false;
+		if (!is_tchar(name[i]))
+			return header_refuse(problem, psprintf("invalid header name \"%.*s\"", len, name),
+								 "Header names may contain letters, digits and !#$%&'*+-.^_`|~ only.",
+								 NULL);
+	refused = header_name_refused(name, len, from_message);
+	if (refused != NULL)
+		return header_refuse(problem, psprintf("header \"%.*s\" %s", len, name, refused), NULL,
+							 from_message ? "Set it in the endpoint's headers." : NULL);
+	if (value->type != jbvString)
+		return header_refuse(problem, psprintf("the value of header \"%.*s\" must be a string", len, name),
+							 NULL, NULL);
+	for (int i = 0; i < value->val.string.len; i++)
+	{
+		char		c = value->val.string.val[i];
+
+		if (c == '\r' || c == '\n')
+			return header_refuse(problem,
+								 psprintf("the value of header \"%.*s\" must not contain a line break", len, name),
+								 NULL, NULL);
+		blank &= (c == ' ' || c == '\t');
+	}
+	if (blank)
+		return header_refuse(problem, psprintf("the value of header \"%.*s\" must not be empty", len, name),
+							 "An empty header would remove the one the request carries.", NULL);
 	return true;
 }
 
@@ -220,9 +260,8 @@ header_name_cmp(const ListCell *a, const ListCell *b)
 }
 
 /*
- * Headers are a JSON object of non-empty string values, each name an HTTP
- * token and each value free of CR and LF (so no header can be smuggled in),
- * following the rules above.  22023 for anything else.
+ * Headers are a JSON object of header names and values that
+ * outbox_header_allowed allows, each name once.  22023 for anything else.
  */
 void
 outbox_check_headers(const char *what, Jsonb *headers, bool from_message)
@@ -233,7 +272,7 @@ outbox_check_headers(const char *what, Jsonb *headers, bool from_message)
 	char	   *name = NULL;
 	int			namelen = 0;
 	List	   *names = NIL;
-	const char *refused;
+	HeaderProblem problem;
 
 	if (!JB_ROOT_IS_OBJECT(headers))
 		ereport(ERROR,
@@ -247,41 +286,14 @@ outbox_check_headers(const char *what, Jsonb *headers, bool from_message)
 		{
 			name = v.val.string.val;
 			namelen = v.val.string.len;
-			if (namelen == 0)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("%s: a header name must not be empty", what)));
-			for (int i = 0; i < namelen; i++)
-				if (!is_tchar(name[i]))
-					ereport(ERROR,
-							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							 errmsg("%s: invalid header name \"%.*s\"", what, namelen, name),
-							 errdetail("Header names may contain letters, digits and !#$%%&'*+-.^_`|~ only.")));
-			refused = outbox_header_refused(name, namelen, from_message);
-			if (refused != NULL)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("%s: header \"%.*s\" %s", what, namelen, name, refused),
-						 from_message ? errhint("Set it in the endpoint's headers.") : 0));
 			names = lappend(names, pnstrdup(name, namelen));
 		}
-		else if (tok == WJB_VALUE)
-		{
-			if (v.type != jbvString)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("%s: the value of header \"%.*s\" must be a string", what, namelen, name)));
-			if (outbox_header_value_blank(v.val.string.val, v.val.string.len))
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("%s: the value of header \"%.*s\" must not be empty", what, namelen, name),
-						 errdetail("An empty header would remove the one the request carries.")));
-			for (int i = 0; i < v.val.string.len; i++)
-				if (v.val.string.val[i] == '\r' || v.val.string.val[i] == '\n')
-					ereport(ERROR,
-							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							 errmsg("%s: the value of header \"%.*s\" must not contain a line break", what, namelen, name)));
-		}
+		else if (tok == WJB_VALUE && !outbox_header_allowed(name, namelen, &v, from_message, &problem))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s: %s", what, problem.message),
+					 problem.detail ? errdetail("%s", problem.detail) : 0,
+					 problem.hint ? errhint("%s", problem.hint) : 0));
 	}
 	/* names are case-insensitive: "X-A" and "x-a" would be sent twice */
 	list_sort(names, header_name_cmp);

@@ -13,7 +13,7 @@
  *
  * The endpoint's own headers are parsed once (webhook_json_headers, when the
  * relay loads the endpoint), the message's for each request; which of them
- * are sent is validate.c's rule (outbox_header_refused): the endpoint's
+ * are sent is validate.c's rule (outbox_header_allowed): the endpoint's
  * never give way to a message's.
  *
  * batch_size 1: the body is the payload itself, with outbox-topic,
@@ -125,9 +125,10 @@ webhook_header_present(List *lines, const char *name, int len)
 
 /*
  * Append "Name: value" lines for a stored JSON object of string headers: an
- * endpoint's, or a message's (from_message).  Leaves out what the rules of
- * validate.c refuse (rows stored before they existed) and any name already
- * among lines: what outbox and the endpoint set wins, nothing is sent twice.
+ * endpoint's, or a message's (from_message).  Leaves out what the rule of
+ * validate.c (outbox_header_allowed) refuses, in rows stored before it or
+ * changed by hand, and any name already among lines: what outbox and the
+ * endpoint set wins, nothing is sent twice.
  */
 List *
 webhook_json_headers(List *lines, const char *json, bool from_message)
@@ -139,6 +140,7 @@ webhook_json_headers(List *lines, const char *json, bool from_message)
 	char	   *name = NULL;
 	int			namelen = 0;
 	List	   *own = NIL;
+	HeaderProblem problem;
 
 	if (json == NULL || strcmp(json, "{}") == 0)
 		return lines;
@@ -151,9 +153,8 @@ webhook_json_headers(List *lines, const char *json, bool from_message)
 			name = v.val.string.val;
 			namelen = v.val.string.len;
 		}
-		else if (tok == WJB_VALUE && v.type == jbvString &&
-				 !outbox_header_refused(name, namelen, from_message) &&
-				 !outbox_header_value_blank(v.val.string.val, v.val.string.len) &&
+		else if (tok == WJB_VALUE &&
+				 outbox_header_allowed(name, namelen, &v, from_message, &problem) &&
 				 !webhook_header_present(lines, name, namelen) &&
 				 !webhook_header_present(own, name, namelen))
 			own = lappend(own, psprintf("%.*s: %.*s", namelen, name,

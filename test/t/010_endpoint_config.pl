@@ -49,6 +49,7 @@ sql(qq{SELECT outbox.create_endpoint('good', '$url', '{cfg}')});
 sql(qq{SELECT outbox.create_endpoint('legacy', '$url/legacy', '{cfg}')});
 sql(qq{SELECT outbox.create_endpoint('bad_option', '$url/bad', '{cfg}')});
 sql(qq{SELECT outbox.create_endpoint('bad_secret', '$url/bad', '{cfg}')});
+sql(qq{SELECT outbox.create_endpoint('bad_topics', '$url/bad', '{cfg}')});
 ok(wait_until(10, sub { relay_pid() ne '' }), 'the relay runs');
 my $pid = relay_pid();
 # rows as 0.1.0 stored them (5000.0 passed its check) or as a hand-made change
@@ -57,6 +58,7 @@ sql(q{BEGIN;
       UPDATE outbox._endpoints SET options = options || '{"timeout_ms": 5000.0}' WHERE name = 'legacy';
       UPDATE outbox._endpoints SET options = options || '{"timeout_ms": 5000.5}' WHERE name = 'bad_option';
       UPDATE outbox._endpoints SET secret = 'whsec_!!notbase64!!' WHERE name = 'bad_secret';
+      UPDATE outbox._endpoints SET topics = '{cfg, NULL}' WHERE name = 'bad_topics';
       SELECT outbox._notify_relay();
       COMMIT});
 sql(q{SELECT count(outbox.publish('cfg', jsonb_build_object('seq', g))) FROM generate_series(1, 20) g});
@@ -67,7 +69,8 @@ is(arrived($rx, 'cfg'), 20, 'all 20 of them');
 is(relay_pid(), $pid, 'the relay did not stop');
 is( sql(q{SELECT name, state, last_error FROM outbox.stat_endpoints WHERE name LIKE 'bad%' ORDER BY name}),
 	qq{bad_option|invalid|invalid configuration: option "timeout_ms" must be an integer from 100 to 300000, not 5000.5\n}
-	  . q{bad_secret|invalid|invalid configuration: a secret is not valid base64},
+	  . qq{bad_secret|invalid|invalid configuration: a secret is not valid base64\n}
+	  . q{bad_topics|invalid|invalid configuration: a topic pattern is null},
 	'stat_endpoints reports the endpoints it cannot use, and why');
 ok($node->log_contains('endpoint "bad_option" has an invalid configuration'), 'and so does the log');
 
@@ -106,7 +109,7 @@ sql(q{BEGIN;
       SELECT outbox.publish('hdr', '{"seq": 1}', 'k', '{"X-Trace": "t-1"}');
       UPDATE outbox._messages SET headers = '{"authorization": "Bearer evil", "x-env": "evil",
           "User-Agent": "", "Cookie": "session=stolen", "X-Forwarded-For": "10.1.2.3",
-          "X-Trace": "t-1", "Content-Length": "0"}'
+          "X-Trace": "t-1", "Content-Length": "0", "X-Bad\\r\\nX-Injected": "1"}'
        WHERE id = (SELECT max(id) FROM outbox._messages);
       COMMIT});
 ok(wait_until(20, sub { arrived($rx, 'hdr') == 1 }), 'the message arrives');
@@ -115,6 +118,7 @@ is_deeply($h->{authorization}, ['Bearer endpoint'], "one Authorization, the endp
 is_deeply($h->{'x-env'}, ['test'], "the endpoint's other headers win too");
 is_deeply($h->{'user-agent'}, ['outbox/0.2.0'], 'an empty User-Agent does not remove it');
 ok(!exists $h->{cookie} && !exists $h->{'x-forwarded-for'}, 'no Cookie, no X-Forwarded-For');
+ok(!exists $h->{'x-injected'}, 'no header smuggled in through a stored name');
 is(scalar(@{ $h->{'content-length'} }), 1, 'one Content-Length');
 is_deeply($h->{'x-trace'}, ['t-1'], "the message's own headers are sent");
 
