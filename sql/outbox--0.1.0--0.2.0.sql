@@ -89,3 +89,13 @@ BEGIN
     END LOOP;
 END
 $normalise$;
+
+/* ------------------------------------------------------------------------
+ * Finding 11: headers.  The rules are in C (src/validate.c): messages may no
+ * longer set Authorization, Cookie, X-Forwarded-*, User-Agent and the like,
+ * no header value may be empty, no name may appear twice; the relay applies
+ * the same rules to rows stored before them.
+ * ------------------------------------------------------------------------ */
+
+COMMENT ON FUNCTION outbox._check_headers(jsonb) IS
+    'private: an endpoint''s headers (22023 otherwise): HTTP token names, each once, non-empty string values without line breaks, none that outbox sets or that governs the connection (src/validate.c)';

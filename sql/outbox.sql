@@ -441,7 +441,7 @@ COMMENT ON FUNCTION outbox.redeliver(bigint, text) IS
 CREATE FUNCTION outbox._check_headers(headers jsonb) RETURNS void
     AS 'MODULE_PATHNAME', 'outbox_check_headers_sql' LANGUAGE C IMMUTABLE;
 COMMENT ON FUNCTION outbox._check_headers(jsonb) IS
-    'private: header names are HTTP tokens, values strings without line breaks, none that outbox sets itself';
+    'private: an endpoint''s headers (22023 otherwise): HTTP token names, each once, non-empty string values without line breaks, none that outbox sets or that governs the connection (src/validate.c)';
 
 /* ------------------------------------------------------------------------
  * Monitoring
