@@ -9,7 +9,7 @@ EXTVERSION  = 0.2.0
 MODULE_big  = outbox
 OBJS        = src/outbox.o src/catalog.o src/spi.o src/validate.o src/etag.o \
               src/gapless.o src/rows.o src/eventparse.o src/eventstore.o src/publish.o \
-              src/http.o src/webhook.o src/delivery.o src/shmem.o src/launcher.o src/relay.o src/stats.o \
+              src/http.o src/webhook.o src/delivery.o src/retention.o src/shmem.o src/launcher.o src/relay.o src/stats.o \
               src/projection.o src/projector.o
 # Released scripts are never edited: sql/outbox.sql is the current version's,
 # copied to outbox--$(EXTVERSION).sql; every release adds an upgrade script.

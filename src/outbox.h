@@ -186,9 +186,12 @@ extern void delivery_persist(void);
 extern bool delivery_should_persist(void);
 extern long delivery_next_timeout(void);
 extern void delivery_report(RelaySlot *slot, bool horizon_blocked);
-extern long delivery_expire(void);
-extern void delivery_retention_changed(void);
 extern bool delivery_horizon_blocked(void);
+
+/* retention.c: deleting delivered messages */
+extern long retention_expire(void);
+extern void retention_soon(void);
+extern void retention_changed(void);
 
 /* projection.c: applying events to projections */
 #define PROJECTION_COLUMNS \

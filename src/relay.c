@@ -192,7 +192,7 @@ outbox_relay_main(Datum arg)
 		{
 			long		timeout = delivery_next_timeout();
 
-			timeout = sooner(timeout, delivery_expire());
+			timeout = sooner(timeout, retention_expire());
 			/* async projections: at most one batch each per turn */
 			timeout = sooner(timeout, projector_run(events));
 			http_wait(timeout);
@@ -203,7 +203,7 @@ outbox_relay_main(Datum arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
-			delivery_retention_changed();
+			retention_changed();
 		}
 		while (http_next_result(&result))
 		{
