@@ -246,13 +246,8 @@ topic_matches(List *patterns, const char *topic)
 	ListCell   *lc;
 
 	foreach(lc, patterns)
-	{
-		const char *p = lfirst(lc);
-		size_t		len = strlen(p);
-
-		if (len > 0 && p[len - 1] == '*' ? strncmp(topic, p, len - 1) == 0 : strcmp(topic, p) == 0)
+		if (outbox_topic_matches(lfirst(lc), topic))
 			return true;
-	}
 	return false;
 }
 
