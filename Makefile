@@ -24,7 +24,7 @@ REGRESS      = setup eventstore bad_input publish readers immutability roles sea
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=$(srcdir)/test/outbox.conf
 
 ISOLATION      = append_race append_repeatable_read create_race lock_stream read_all_gapless \
-                 read_messages_gapless consume_once_race projection_async_gapless
+                 read_messages_gapless consume_once_race projection_async_gapless subscription_ack
 ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation \
                  --temp-instance=tmp_check_iso --temp-config=$(srcdir)/test/outbox.conf
 
