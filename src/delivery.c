@@ -1073,7 +1073,8 @@ delivery_next_timeout(void)
 			continue;
 		if (ep->refetch_at != 0 && (next == 0 || ep->refetch_at < next))
 			next = ep->refetch_at;
-		if (ep->breaker == BREAKER_OPEN && ep->queued > 0)
+		/* once the cool-down is over, wait for the probe's message to be due */
+		if (ep->breaker == BREAKER_OPEN && ep->queued > 0 && ep->open_until > now)
 		{
 			if (next == 0 || ep->open_until < next)
 				next = ep->open_until;
