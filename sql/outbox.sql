@@ -125,6 +125,13 @@ CREATE INDEX _inbox_consumed_at ON outbox._inbox (consumed_at);
 COMMENT ON INDEX outbox._inbox_consumed_at IS
     'private: finds the rows older than outbox.inbox_retention, which the relay deletes';
 
+CREATE TABLE outbox._consumers (
+    consumer text COLLATE "C" PRIMARY KEY,
+    owner    name NOT NULL
+);
+COMMENT ON TABLE outbox._consumers IS
+    'private: the role each outbox.consume_once consumer name belongs to (the first to use it), so that no other writer can mark its messages as seen';
+
 /* Keep the data in pg_dump: these tables are the product, not configuration. */
 SELECT pg_catalog.pg_extension_config_dump('outbox._streams', '');
 SELECT pg_catalog.pg_extension_config_dump('outbox._events', '');
@@ -133,6 +140,7 @@ SELECT pg_catalog.pg_extension_config_dump('outbox.stream_deletions', '');
 SELECT pg_catalog.pg_extension_config_dump('outbox._messages', '');
 SELECT pg_catalog.pg_extension_config_dump('outbox._messages_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('outbox._inbox', '');
+SELECT pg_catalog.pg_extension_config_dump('outbox._consumers', '');
 
 /* ------------------------------------------------------------------------
  * Webhook endpoints and delivery state
@@ -608,7 +616,7 @@ CREATE FUNCTION outbox.consume_once(consumer text, message_id text)
     RETURNS boolean
     AS 'MODULE_PATHNAME', 'outbox_consume_once' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION outbox.consume_once(text, text) IS
-    'idempotent-consumer check: true the first time a consumer sees a message id, false on every repeat';
+    'idempotent-consumer check: true the first time a consumer sees a message id, false on every repeat; a consumer name belongs to the role that first used it';
 
 /* ------------------------------------------------------------------------
  * Subscriptions: named pull consumers whose progress retention honours
@@ -702,6 +710,9 @@ CREATE TRIGGER forbid_update_delete BEFORE UPDATE OR DELETE ON outbox._events
     FOR EACH ROW EXECUTE FUNCTION outbox._forbid_change();
 CREATE TRIGGER forbid_truncate BEFORE TRUNCATE ON outbox._events
     FOR EACH STATEMENT EXECUTE FUNCTION outbox._forbid_change();
+-- ALWAYS: session_replication_role = replica must not switch the guard off
+ALTER TABLE outbox._events ENABLE ALWAYS TRIGGER forbid_update_delete;
+ALTER TABLE outbox._events ENABLE ALWAYS TRIGGER forbid_truncate;
 
 /* ------------------------------------------------------------------------
  * CQRS projections (src/projection.c applies events, src/projector.c is the

@@ -11,9 +11,9 @@
  * matching message above acked_id.
  *
  * ack(id) may move acked_id only over a prefix of the log that can no
- * longer change: there must be a visible message at or after id whose
- * xmark is at or below the caller's horizon (then no message at or below id
- * can still commit, gapless.c step 4).  Otherwise id is beyond anything poll
+ * longer change: there must be a visible message at or after id that the
+ * gap-free reader would pass (gapless_holds_back: then no message at or
+ * below id can still commit, gapless.c points 4 and 5).  Otherwise id is beyond anything poll
  * could have returned: 22023.  The subscription's row is locked first, so
  * two consumers acknowledging at once serialise, and the later one only
  * ever moves acked_id forward.
@@ -23,6 +23,7 @@
 
 #include "catalog/pg_type.h"
 #include "funcapi.h"
+#include "access/transam.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/xid8.h"
@@ -46,9 +47,15 @@ static OutboxPlan plan_lock_subscription = {
 	"SELECT acked_id FROM outbox._subscriptions WHERE name = $1 FOR UPDATE",
 	1, {TEXTOID}
 };
+/*
+ * A message at or after $1 that no running transaction can precede: xmark
+ * at or below the horizon $2, or beyond the next xid $3 (restored from
+ * another cluster, gapless.c point 5; checked again after reading it).
+ */
 static OutboxPlan plan_settled = {
-	"SELECT FROM outbox._messages WHERE id >= $1 AND xmark <= $2 LIMIT 1",
-	2, {INT8OID, XID8OID}
+	"SELECT xmark FROM outbox._messages WHERE id >= $1 AND (xmark <= $2 OR xmark > $3)"
+	" ORDER BY id LIMIT 1",
+	3, {INT8OID, XID8OID, XID8OID}
 };
 static OutboxPlan plan_ack = {
 	"UPDATE outbox._subscriptions SET acked_id = $2, acked_at = now() WHERE name = $1",
@@ -147,9 +154,21 @@ outbox_ack(PG_FUNCTION_ARGS)
 		subscription_missing(name);
 	if (id > outbox_spi_getint64(1, NULL))
 	{
-		Datum		check[2] = {Int64GetDatum(id), FullTransactionIdGetDatum(horizon)};
+		Datum		check[3];
+		bool		settled = false;
+		bool		isnull;
 
-		if (outbox_spi_run(&plan_settled, check, NULL, false, 1, SPI_OK_SELECT) == 0)
+		check[0] = Int64GetDatum(id);
+		check[1] = FullTransactionIdGetDatum(horizon);
+		check[2] = FullTransactionIdGetDatum(ReadNextFullTransactionId());
+		if (outbox_spi_run(&plan_settled, check, NULL, false, 1, SPI_OK_SELECT) == 1)
+		{
+			Datum		xmark = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+											  &isnull);
+
+			settled = !gapless_holds_back(DatumGetFullTransactionId(xmark), horizon);
+		}
+		if (!settled)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("message id " INT64_FORMAT " is beyond what subscription \"%s\" can have polled", id, name),
