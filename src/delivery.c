@@ -199,22 +199,6 @@ static OutboxPlan plan_save_deliveries = {
 	" last_status = excluded.last_status, last_error = excluded.last_error, updated_at = now()",
 	7, {INT4OID, INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID, INT4ARRAYOID, TEXTARRAYOID}
 };
-static OutboxPlan plan_expire = {
-	"DELETE FROM outbox._messages WHERE id IN ("
-	"  SELECT m.id FROM outbox._messages m"
-	"   WHERE m.id <= coalesce((SELECT min(cursor_id) FROM outbox._endpoints), m.id)"
-	"     AND m.created_at < now() - make_interval(secs => $1)"
-	"     AND NOT EXISTS (SELECT FROM outbox._deliveries d WHERE d.message_id = m.id)"
-	"   ORDER BY m.id LIMIT $2)",
-	2, {FLOAT8OID, INT4OID}
-};
-/* when the oldest message that could be deleted will be old enough */
-static OutboxPlan plan_next_expiry = {
-	"SELECT min(m.created_at) + make_interval(secs => $1) FROM outbox._messages m"
-	" WHERE m.id <= coalesce((SELECT min(cursor_id) FROM outbox._endpoints), m.id)"
-	"   AND NOT EXISTS (SELECT FROM outbox._deliveries d WHERE d.message_id = m.id)",
-	1, {FLOAT8OID}
-};
 static OutboxPlan plan_forget_deliveries = {
 	"DELETE FROM outbox._deliveries WHERE endpoint_id = $1 AND message_id = ANY ($2)",
 	2, {INT4OID, INT8ARRAYOID}
@@ -260,13 +244,8 @@ topic_matches(List *patterns, const char *topic)
 	ListCell   *lc;
 
 	foreach(lc, patterns)
-	{
-		const char *p = lfirst(lc);
-		size_t		len = strlen(p);
-
-		if (len > 0 && p[len - 1] == '*' ? strncmp(topic, p, len - 1) == 0 : strcmp(topic, p) == 0)
+		if (outbox_topic_matches(lfirst(lc), topic))
 			return true;
-	}
 	return false;
 }
 
@@ -941,8 +920,6 @@ delivery_complete(HttpResult *r)
 	/* a dropped endpoint is freed by the next reload, once idle */
 }
 
-static void expire_soon(void);
-
 #define PERSIST_EVERY_MS	20
 static TimestampTz last_persist = 0;
 
@@ -1100,7 +1077,7 @@ delivery_persist(void)
 	if (!began)
 		return;
 	delivery_end();
-	expire_soon();
+	retention_soon();
 
 	/* committed: drop what is now saved */
 	foreach(lc, endpoints)
@@ -1179,7 +1156,8 @@ delivery_next_timeout(void)
 			continue;
 		if (ep->refetch_at != 0 && (next == 0 || ep->refetch_at < next))
 			next = ep->refetch_at;
-		if (ep->breaker == BREAKER_OPEN && ep->queued > 0)
+		/* once the cool-down is over, wait for the probe's message to be due */
+		if (ep->breaker == BREAKER_OPEN && ep->queued > 0 && ep->open_until > now)
 		{
 			if (next == 0 || ep->open_until < next)
 				next = ep->open_until;
@@ -1292,74 +1270,4 @@ delivery_report(RelaySlot *slot, bool horizon_blocked)
 	for (; k < max && stats[k].endpoint_id != 0; k++)
 		stats[k].endpoint_id = 0;
 	LWLockRelease(outbox_shmem->lock);
-}
-
-/* ---- retention ---- */
-
-/*
- * Retention deletes in small batches with short pauses between them: each
- * pass runs in the relay's own loop, so a long one would hold deliveries
- * up (10,000-row passes put 240 ms into the p99 latency).  1,000 rows every
- * 10 ms still deletes about 100,000 messages a second.
- */
-#define EXPIRE_BATCH		1000
-#define EXPIRE_PAUSE_MS		10
-#define EXPIRE_AFTER_WORK_MS 5000
-
-static TimestampTz expire_at = 0;	/* next retention pass; 0 = none needed */
-
-/* Progress was saved: cursors moved, so messages may become expirable. */
-static void
-expire_soon(void)
-{
-	TimestampTz soon = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), EXPIRE_AFTER_WORK_MS);
-
-	if (expire_at == 0 || expire_at > soon)
-		expire_at = soon;
-}
-
-/* outbox.retention may have changed: plan the next pass from scratch. */
-void
-delivery_retention_changed(void)
-{
-	expire_at = GetCurrentTimestamp();
-}
-
-/*
- * When due, delete a batch of delivered messages older than outbox.retention:
- * those every endpoint's cursor has passed that have no retry or dead letter.
- * Then plan the next pass: shortly while batches come back full, else when
- * the oldest remaining candidate expires, else never (until deliveries move
- * the cursors again).  So an idle relay does not wake up for nothing.
- * Returns ms until the next pass, or -1.  One short transaction when due.
- */
-long
-delivery_expire(void)
-{
-	TimestampTz now = GetCurrentTimestamp();
-	Datum		args[2];
-	uint64		n;
-
-	if (expire_at == 0)
-		return -1;
-	if (now < expire_at)
-		return TimestampDifferenceMilliseconds(now, expire_at);
-
-	delivery_begin("outbox: deleting delivered messages");
-	args[0] = Float8GetDatum((double) outbox_retention_s);
-	args[1] = Int32GetDatum(EXPIRE_BATCH);
-	n = outbox_spi_run(&plan_expire, args, NULL, false, 0, SPI_OK_DELETE);
-	expire_at = 0;
-	if (n == EXPIRE_BATCH)
-		expire_at = TimestampTzPlusMilliseconds(now, EXPIRE_PAUSE_MS);
-	else if (outbox_spi_run(&plan_next_expiry, args, NULL, false, 1, SPI_OK_SELECT) == 1)
-	{
-		bool		isnull;
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-
-		if (!isnull)
-			expire_at = Max(DatumGetTimestampTz(d), TimestampTzPlusMilliseconds(now, 1000));
-	}
-	delivery_end();
-	return expire_at == 0 ? -1 : Max(0, TimestampDifferenceMilliseconds(now, expire_at));
 }

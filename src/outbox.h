@@ -41,6 +41,7 @@ extern int	outbox_max_databases;
 extern int	outbox_max_endpoints;
 extern int	outbox_max_projections;
 extern int	outbox_retention_s;
+extern int	outbox_inbox_retention_s;
 
 /* shmem.c: one slot per database relay (lock order and wakeups: shmem.c) */
 typedef enum RelayState
@@ -193,9 +194,15 @@ extern void delivery_persist(void);
 extern bool delivery_should_persist(void);
 extern long delivery_next_timeout(void);
 extern void delivery_report(RelaySlot *slot, bool horizon_blocked);
-extern long delivery_expire(void);
-extern void delivery_retention_changed(void);
 extern bool delivery_horizon_blocked(void);
+
+/* subscription.c: pull consumers, and the topic patterns they share with endpoints */
+extern bool outbox_topic_matches(const char *pattern, const char *topic);
+
+/* retention.c: deleting delivered messages */
+extern long retention_expire(void);
+extern void retention_soon(void);
+extern void retention_changed(void);
 
 /* projection.c: applying events to projections */
 #define PROJECTION_COLUMNS \
