@@ -110,6 +110,7 @@ outbox_schema_oid(void)
 {
 	HeapTuple	tup;
 	Oid			nsp;
+	Oid			owner;
 	char	   *version;
 
 	if (OidIsValid(schema_oid))
@@ -129,8 +130,9 @@ outbox_schema_oid(void)
 				 errmsg("extension \"outbox\" is not installed in this database"),
 				 errhint("Run CREATE EXTENSION outbox.")));
 	nsp = ((Form_pg_namespace) GETSTRUCT(tup))->oid;
-	owner_oid = ((Form_pg_namespace) GETSTRUCT(tup))->nspowner;
+	owner = ((Form_pg_namespace) GETSTRUCT(tup))->nspowner;
 	ReleaseSysCache(tup);
+	/* opening pg_extension may run catalog_reset: set the cache after it */
 	version = outbox_extension_version();
 	if (version != NULL && strcmp(version, OUTBOX_VERSION) != 0)
 		ereport(ERROR,
@@ -139,6 +141,7 @@ outbox_schema_oid(void)
 						version, OUTBOX_VERSION),
 				 errhint("Run ALTER EXTENSION outbox UPDATE.")));
 	schema_oid = nsp;
+	owner_oid = owner;
 	return schema_oid;
 }
 
