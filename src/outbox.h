@@ -166,6 +166,7 @@ typedef struct HttpResult
 	void	   *owner;
 	int			status;			/* HTTP status; 0 = transport failure */
 	long		retry_after_ms; /* -1 if none */
+	bool		blocked;		/* refused by outbox.blocked_networks: never retried */
 	int64		elapsed_us;
 	char		error[256];
 } HttpResult;
@@ -176,6 +177,10 @@ extern void http_post(void *owner, const char *url, List *headers, const char *b
 					  size_t body_len, long timeout_ms);
 extern void http_wait(long timeout_ms);
 extern bool http_next_result(HttpResult *r);
+extern char *http_url_origin(const char *url);
+
+/* redact.c: what outbox_reader may see of URLs and errors */
+extern void redact_error_for_caller(char *error);
 
 /* delivery.c: the delivery state machine */
 extern void delivery_reload(void);

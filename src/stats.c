@@ -99,6 +99,7 @@ outbox_stat_endpoints(PG_FUNCTION_ARGS)
 		values[10] = stats_time(s->last_failure_at, &nulls[10]);
 		values[11] = Int32GetDatum(s->last_http_status);
 		nulls[11] = (s->last_failure_at == 0);
+		redact_error_for_caller(s->last_error);
 		values[12] = CStringGetTextDatum(s->last_error);
 		nulls[12] = (s->last_error[0] == '\0');
 		values[13] = stats_quantile(s->latencies, s->nlatencies, 0.50, &nulls[13]);
