@@ -558,7 +558,8 @@ delivery_reload(void)
 		if (ep->dropped && ep->in_flight == 0)
 		{
 			endpoint_free(ep);
-			foreach_delete_current(endpoints, lc);
+			/* the list is freed when its last cell goes: keep the result */
+			endpoints = foreach_delete_current(endpoints, lc);
 		}
 	}
 }
