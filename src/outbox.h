@@ -49,8 +49,20 @@ typedef enum RelayState
 	RELAY_STARTING,				/* registered by the launcher */
 	RELAY_RUNNING,				/* attached and serving its database */
 	RELAY_NO_EXTENSION,			/* exited: the database has no outbox extension */
-	RELAY_BACKOFF				/* exited with an error; restarts after next_start_at */
+	RELAY_BACKOFF,				/* exited with an error; restarts after next_start_at */
+	RELAY_NO_SLOT				/* exited: max_databases relays run elsewhere */
 } RelayState;
+
+/*
+ * Slots: one per relay of a database with the extension (at most
+ * outbox.max_databases), plus one, so that a database can always be looked
+ * at (is the extension there?) even while max_databases relays run.
+ */
+#define OUTBOX_NSLOTS(max_databases)	((max_databases) + 1)
+/* databases with the extension that got no slot, listed in stat_workers */
+#define OUTBOX_MAX_WAITING		64
+/* CREATE EXTENSION in databases without a slot, for the launcher */
+#define OUTBOX_MAX_REQUESTS		16
 
 /* What the relay tells outbox.stat_endpoints about one endpoint. */
 #define STAT_LATENCIES 256
@@ -91,6 +103,7 @@ typedef struct RelaySlot
 	pid_t		pid;			/* the running relay, 0 if none */
 	Latch	   *latch;			/* its latch */
 	RelayState	state;
+	bool		has_extension;	/* its relay found the extension: counts against max_databases */
 	TimestampTz started_at;
 	TimestampTz last_activity_at;
 	int			failures;		/* consecutive error exits (launcher backoff) */
@@ -113,6 +126,11 @@ typedef struct OutboxShmem
 	pid_t		launcher_pid;
 	Latch	   *launcher_latch;
 	pg_atomic_uint32 launcher_wanted;
+	/* protected by lock: databases wanting a relay that have no slot */
+	int			nrequests;		/* -1: more than OUTBOX_MAX_REQUESTS */
+	Oid			requests[OUTBOX_MAX_REQUESTS];
+	int			nwaiting;		/* the launcher's list of databases without a slot */
+	Oid			waiting[OUTBOX_MAX_WAITING];
 	int			nslots;
 	int			endpoints_per_slot;
 	int			projections_per_slot;
