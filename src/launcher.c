@@ -5,16 +5,29 @@
  *
  * The launcher is a static background worker started after recovery (so a
  * standby runs no relay and sends nothing).  It connects to no database: it
- * reads pg_database, gives each connectable, non-template database a slot,
- * and starts a dynamic relay worker for it.  A relay that finds no outbox
- * extension in its database says so in its slot and exits; it is started
- * again only when CREATE EXTENSION asks for it (see shmem.c).  A relay that
- * exits with an error is restarted with exponential backoff (1 s .. 60 s).
- * The launcher alone decides restarts; relays are BGW_NEVER_RESTART.
+ * reads pg_database and starts a dynamic relay worker per connectable,
+ * non-template database, in a slot of its own.  Only the relay can tell
+ * whether its database has the extension:
+ *   - none: it says so and exits; the launcher frees the slot and remembers
+ *     the database (launcher-local), which gets no slot until CREATE
+ *     EXTENSION asks for one (shmem.c passes the request on);
+ *   - there: it counts against outbox.max_databases.  If max_databases other
+ *     relays already found theirs, it says "no slot" and exits; the launcher
+ *     frees the slot and lists the database as waiting (shared memory, shown
+ *     by outbox.stat_workers as "no_slot", logged once), until a place frees.
+ * There is one slot more than max_databases, so a database can be looked at
+ * while max_databases relays run.  A relay that exits with an error is
+ * restarted with exponential backoff (1 s .. 60 s), keeping its place.  The
+ * launcher alone decides restarts; relays are BGW_NEVER_RESTART.  A slot
+ * whose relay is registered but not attached yet is not reassigned, and a
+ * relay attaches only to a slot that still names its database (the slot
+ * could change hands after a launcher restart).
  *
- *   slot state:  (none) --start--> STARTING --relay--> RUNNING
- *                RUNNING --no extension--> NO_EXTENSION --CREATE EXTENSION--> start
- *                RUNNING --error exit--> backoff --> start
+ *   slot state:  (free) --start--> STARTING --extension, room--> RUNNING
+ *                STARTING --no extension--> NO_EXTENSION --> (free)
+ *                STARTING --no room--> NO_SLOT --> (free, waiting)
+ *                RUNNING --DROP EXTENSION--> NO_EXTENSION --> (free)
+ *                RUNNING --error exit--> BACKOFF --> start
  *                any --DROP DATABASE (hold)--> stopped until the hold ends
  *
  * The launcher sleeps on its latch: woken by relays exiting (bgw_notify_pid),

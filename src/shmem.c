@@ -3,7 +3,8 @@
  *		outbox's shared memory: the launcher and one slot per database relay.
  *
  * Lock order: OutboxShmem->lock (LWLock tranche "outbox") protects slot
- * assignment (dboid) and the launcher's bookkeeping fields; take it before
+ * assignment (dboid, has_extension), the launcher's bookkeeping fields and
+ * its lists of relay requests and waiting databases; take it before
  * anything else and never across I/O or a transaction.  The wake flag and
  * the config generation are atomics, touched without the lock.
  *
@@ -11,8 +12,10 @@
  * the database's wake flag, one that appended events for async projections
  * its events flag, and, if the flag was clear, the relay's latch (coalesced
  * as pg_net does); if no relay runs for the database, a configuration change
- * sets the launcher's latch instead.  Rolled-back transactions wake nobody.
- * The relay broadcasts progress_cv after each projection batch it commits;
+ * sets the launcher's latch instead, with the database in the launcher's
+ * request list if it has no slot (CREATE EXTENSION in a database the
+ * launcher had found without the extension).  Rolled-back transactions wake
+ * nobody.  The relay broadcasts progress_cv after each projection batch it commits;
  * outbox.wait_for_projection sleeps on it.
  *-------------------------------------------------------------------------
  */
