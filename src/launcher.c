@@ -288,7 +288,12 @@ launcher_step(void)
 			handles[i] = NULL;
 			exited = true;
 		}
-		/* a registered relay may still attach: its slot is not ours to change */
+		/*
+		 * A registered relay may still attach: its slot is not ours to
+		 * change.  If its database is gone, it must not start at all.
+		 */
+		if (handles[i] != NULL && slot->pid == 0 && !list_member_oid(dbs, slot->dboid))
+			TerminateBackgroundWorker(handles[i]);
 		if (handles[i] == NULL && slot->pid == 0)
 			launcher_settle_slot(slot, dbs, exited, now);
 		if (slot->has_extension)
