@@ -23,18 +23,17 @@ PG_CFLAGS   = -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
 REGRESS      = setup eventstore bad_input publish readers immutability roles search_path bulk endpoints projections ssrf
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=$(srcdir)/test/outbox.conf
 
-ISOLATION      = append_race append_repeatable_read create_race lock_stream read_all_gapless \
-                 read_messages_gapless consume_once_race projection_async_gapless
+ISOLATION      = append_race append_repeatable_read create_race lock_stream delete_race read_all_gapless \
+                 read_messages_gapless consume_once_race consumer_claim_race projection_async_gapless
 ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation \
                  --temp-instance=tmp_check_iso --temp-config=$(srcdir)/test/outbox.conf
 
 TAP_TESTS   = 1
 
-# The webhook receiver the TAP tests and benchmarks deliver to (needs libssl-dev).
+# The webhook receiver the TAP tests and benchmarks deliver to (needs
+# libssl-dev): built for the tests, not by `all`, so packaging needs no libssl.
 RECEIVER    = test/receiver/receiver
 EXTRA_CLEAN = $(RECEIVER)
-
-all: $(RECEIVER)
 
 sql/outbox--$(EXTVERSION).sql: sql/outbox.sql
 	cp $< $@
@@ -58,3 +57,11 @@ include $(PGXS)
 ifneq ($(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(srcdir)/outbox.control),$(EXTVERSION))
 $(error outbox.control default_version differs from EXTVERSION $(EXTVERSION))
 endif
+
+installcheck: $(RECEIVER)
+
+# The PGXN distribution: outbox-$(EXTVERSION).zip of the committed tree.
+dist:
+	git -C $(srcdir) archive --format zip --prefix=$(EXTENSION)-$(EXTVERSION)/ \
+		-o $(CURDIR)/$(EXTENSION)-$(EXTVERSION).zip HEAD
+.PHONY: dist

@@ -122,6 +122,13 @@ CREATE TABLE outbox._inbox (
 );
 COMMENT ON TABLE outbox._inbox IS 'private: message ids each consumer has seen (outbox.consume_once)';
 
+CREATE TABLE outbox._consumers (
+    consumer text COLLATE "C" PRIMARY KEY,
+    owner    name NOT NULL
+);
+COMMENT ON TABLE outbox._consumers IS
+    'private: the role each outbox.consume_once consumer name belongs to (the first to use it), so that no other writer can mark its messages as seen';
+
 /* Keep the data in pg_dump: these tables are the product, not configuration. */
 SELECT pg_catalog.pg_extension_config_dump('outbox._streams', '');
 SELECT pg_catalog.pg_extension_config_dump('outbox._events', '');
@@ -130,6 +137,7 @@ SELECT pg_catalog.pg_extension_config_dump('outbox.stream_deletions', '');
 SELECT pg_catalog.pg_extension_config_dump('outbox._messages', '');
 SELECT pg_catalog.pg_extension_config_dump('outbox._messages_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('outbox._inbox', '');
+SELECT pg_catalog.pg_extension_config_dump('outbox._consumers', '');
 
 /* ------------------------------------------------------------------------
  * Webhook endpoints and delivery state
@@ -617,7 +625,7 @@ CREATE FUNCTION outbox.consume_once(consumer text, message_id text)
     RETURNS boolean
     AS 'MODULE_PATHNAME', 'outbox_consume_once' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION outbox.consume_once(text, text) IS
-    'idempotent-consumer check: true the first time a consumer sees a message id, false on every repeat';
+    'idempotent-consumer check: true the first time a consumer sees a message id, false on every repeat; a consumer name belongs to the role that first used it';
 
 CREATE FUNCTION outbox._forbid_change()
     RETURNS trigger
@@ -629,6 +637,9 @@ CREATE TRIGGER forbid_update_delete BEFORE UPDATE OR DELETE ON outbox._events
     FOR EACH ROW EXECUTE FUNCTION outbox._forbid_change();
 CREATE TRIGGER forbid_truncate BEFORE TRUNCATE ON outbox._events
     FOR EACH STATEMENT EXECUTE FUNCTION outbox._forbid_change();
+-- ALWAYS: session_replication_role = replica must not switch the guard off
+ALTER TABLE outbox._events ENABLE ALWAYS TRIGGER forbid_update_delete;
+ALTER TABLE outbox._events ENABLE ALWAYS TRIGGER forbid_truncate;
 
 /* ------------------------------------------------------------------------
  * CQRS projections (src/projection.c applies events, src/projector.c is the

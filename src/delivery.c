@@ -611,7 +611,7 @@ delivery_fetch(bool woken)
 			bool		isnull;
 			int64		id = DatumGetInt64(spi_datum(tup, 1, &isnull));
 
-			if (FullTransactionIdFollows(DatumGetFullTransactionId(spi_datum(tup, 7, &isnull)), horizon))
+			if (gapless_holds_back(DatumGetFullTransactionId(spi_datum(tup, 7, &isnull)), horizon))
 			{
 				ep->refetch_ms = ep->refetch_ms == 0 ? HORIZON_RETRY_MIN_MS
 					: Min(ep->refetch_ms * 2, HORIZON_RETRY_MAX_MS);

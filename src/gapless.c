@@ -18,11 +18,25 @@
  *    that might still commit a row has an xid >= horizon.
  * 4. A visible row with xmark <= horizon thus has no invisible row below it
  *    now or ever.  The reader returns rows in position order and stops at the
- *    first row with xmark > horizon: everything it returned is a prefix of
- *    the final log.
+ *    first row with xmark > horizon (but see 5): everything it returned is a
+ *    prefix of the final log.
  *
  * One long transaction that holds an xid delays readers (never loses rows);
  * outbox.stat_workers will name it.
+ *
+ * 5. xmark is an absolute xid8, and pg_dump carries it to another cluster
+ *    whose counter may be far lower: compared with that cluster's horizon,
+ *    every restored row would look like a running writer's, and hide the log
+ *    until the counter caught up (forever, from a production source with a
+ *    non-zero epoch).  But a row this cluster wrote has an xmark no greater
+ *    than its next xid, which never goes back: a row whose xmark is beyond
+ *    the next xid was written elsewhere and restored, hence committed, and
+ *    its position is below every position this cluster will take (pg_dump
+ *    restores the sequence too).  Such rows pass (gapless_holds_back).  Once
+ *    the counter catches up with them they are compared like any row: a
+ *    transaction that started just before can hold them back until it ends,
+ *    no longer.  pg_upgrade and a promoted standby keep the counter, so
+ *    nothing changes for them.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -61,6 +75,18 @@ gapless_horizon(void)
 	if (FullTransactionIdIsValid(own) && FullTransactionIdPrecedes(own, horizon))
 		horizon = own;
 	return horizon;
+}
+
+/*
+ * Must a reader with this horizon stop before a row with this xmark?  Only
+ * if the row is above the horizon and was written by this cluster (point 5
+ * above: next xid read now, after the row was written).
+ */
+bool
+gapless_holds_back(FullTransactionId xmark, FullTransactionId horizon)
+{
+	return FullTransactionIdFollows(xmark, horizon) &&
+		!FullTransactionIdFollows(xmark, ReadNextFullTransactionId());
 }
 
 /*

@@ -224,15 +224,18 @@ typedef struct Projection
 	char	   *name;
 	char	   *state;			/* running, paused, failed, rebuilding */
 	int64		position;		/* async: checkpoint */
-	Oid			handler;
-	Oid			reset;			/* InvalidOid: none */
-	Oid			run_as;			/* the role handler and reset run as */
+	char	   *handler_signature;	/* as stored; resolved on first use */
+	char	   *reset_signature;	/* NULL: none */
+	Oid			handler;		/* InvalidOid until resolved (projection_resolve) */
+	char	   *run_as_name;	/* the role handler and reset run as */
+	Oid			run_as;			/* its OID, InvalidOid until resolved */
+	MemoryContext cxt;			/* where the projection and its resolution live */
 	int			ntypes;
 	char	  **types;			/* event_types; NULL: every type */
 	char	   *prefix;			/* stream_prefix; NULL: every stream */
 	int			batch_size;		/* async: events per transaction */
-	FmgrInfo	flinfo;			/* the handler's */
-	char	   *search_path;	/* the one the handler runs with */
+	FmgrInfo	flinfo;			/* the handler's, once resolved */
+	char	   *search_path;	/* the one the handler runs with, once resolved */
 	ProjectionProgress *progress;	/* shared counters; NULL if none */
 } Projection;
 
@@ -357,6 +360,7 @@ extern int64 etag_version(const char *stream, const char *etag);
 
 /* gapless.c: the reading horizon of the gap-free logs */
 extern FullTransactionId gapless_horizon(void);
+extern bool gapless_holds_back(FullTransactionId xmark, FullTransactionId horizon);
 extern FullTransactionId gapless_mark(void);
 
 #endif							/* OUTBOX_H */

@@ -47,6 +47,8 @@ PG_FUNCTION_INFO_V1(outbox_wait_for_projection);
 #define HELD_BACK_MIN_MS	5
 #define HELD_BACK_MAX_MS	100
 #define WAIT_SLICE_MS		1000	/* wait_for_projection re-reads the table this often */
+/* a longer timeout waits this long (100 years: forever, without overflowing a timestamp) */
+#define WAIT_MAX_MS			(INT64CONST(100) * 365 * 24 * 3600 * 1000)
 #define BATCH_MAX_MS		50		/* a batch ends early after this much handler time */
 
 static OutboxPlan plan_list = {
@@ -80,7 +82,7 @@ static OutboxPlan plan_failure = {
 	2, {INT4OID, TEXTOID}
 };
 static OutboxPlan plan_state = {
-	"SELECT mode, state, position FROM outbox._projections WHERE name = $1",
+	"SELECT mode, state, position, last_error FROM outbox._projections WHERE name = $1",
 	1, {TEXTOID}
 };
 static OutboxPlan plan_event_position = {
@@ -351,29 +353,69 @@ typedef struct WaitTarget
 	int64		position;		/* the event the caller wants applied */
 } WaitTarget;
 
-/* Has the projection applied the target, as far as its committed row says? */
+/*
+ * Has the projection applied the target, as far as its committed row says?
+ * A paused or failed projection that has not will not get there by itself:
+ * that is a 55000 error at once, not a wait for the timeout.
+ */
 static bool
 wait_reached_in_table(const char *name, Datum arg, WaitTarget *t)
 {
 	OutboxSpi	spi = OUTBOX_SPI_INIT;
+	TupleDesc	desc;
+	HeapTuple	row;
 	bool		reached;
 	bool		isnull;
 	char	   *mode;
 	char	   *state;
+	int64		position;
 
 	outbox_spi_begin(&spi);
 	if (outbox_spi_run_latest(&plan_state, &arg, NULL, SPI_OK_SELECT) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("projection \"%s\" does not exist", name)));
-	mode = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	desc = SPI_tuptable->tupdesc;
+	row = SPI_tuptable->vals[0];
+	mode = SPI_getvalue(row, desc, 1);
+	state = SPI_getvalue(row, desc, 2);
+	position = DatumGetInt64(SPI_getbinval(row, desc, 3, &isnull));
 	t->async = strcmp(mode, "async") == 0;
 	/* a running inline projection applied every committed event at its commit */
-	reached = (!t->async && strcmp(state, "running") == 0) ||
-		DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull)) >= t->position;
+	reached = (!t->async && strcmp(state, "running") == 0) || position >= t->position;
+	if (!reached && strcmp(state, "paused") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("projection \"%s\" is paused", name),
+				 errdetail("It stopped at position " INT64_FORMAT ", before the event at position " INT64_FORMAT ".",
+						   position, t->position),
+				 errhint("Resume it with outbox.resume_projection().")));
+	if (!reached && strcmp(state, "failed") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("projection \"%s\" has failed", name),
+				 errdetail("It stopped at position " INT64_FORMAT ", before the event at position " INT64_FORMAT ", after the error: %s",
+						   position, t->position, SPI_getvalue(row, desc, 4) ? SPI_getvalue(row, desc, 4) : "(none)"),
+				 errhint("Fix the handler, then call outbox.resume_projection().")));
 	outbox_spi_end(&spi);
 	return reached;
+}
+
+/*
+ * A timeout interval in milliseconds, at most WAIT_MAX_MS (computed in
+ * double: an interval's fields multiplied out can overflow int64).
+ */
+static int64
+wait_timeout_ms(Interval *timeout)
+{
+	double		ms = timeout->time / 1000.0 +
+		((double) timeout->month * DAYS_PER_MONTH + timeout->day) * SECS_PER_DAY * 1000.0;
+
+	if (ms < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("timeout must not be negative")));
+	return ms > WAIT_MAX_MS ? WAIT_MAX_MS : (int64) ms;
 }
 
 /*
@@ -393,7 +435,6 @@ outbox_wait_for_projection(PG_FUNCTION_ARGS)
 	char	   *stream = outbox_arg_name(fcinfo, 1, "stream");
 	Datum		name_arg = CStringGetTextDatum(name);
 	char	   *etag;
-	Interval   *timeout;
 	int64		timeout_ms;
 	int64		version;
 	TimestampTz deadline;
@@ -406,12 +447,7 @@ outbox_wait_for_projection(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("%s must not be null", PG_ARGISNULL(2) ? "etag" : "timeout")));
 	etag = text_to_cstring(PG_GETARG_TEXT_PP(2));
-	timeout = PG_GETARG_INTERVAL_P(3);
-	timeout_ms = (timeout->time + (timeout->day + (int64) timeout->month * DAYS_PER_MONTH) * USECS_PER_DAY) / 1000;
-	if (timeout_ms < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("timeout must not be negative")));
+	timeout_ms = wait_timeout_ms(PG_GETARG_INTERVAL_P(3));
 	version = etag_version(stream, etag);
 	if (version < 0)
 		ereport(ERROR,
@@ -444,8 +480,8 @@ outbox_wait_for_projection(PG_FUNCTION_ARGS)
 				SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 			FullTransactionId own = GetTopFullTransactionIdIfAny();
 
-			/* the relay's gap-free reading cannot pass us (gapless.c) */
-			if (FullTransactionIdIsValid(own) && FullTransactionIdPrecedes(own, xmark))
+			/* the relay's gap-free reading cannot pass us (its horizon is <= own) */
+			if (FullTransactionIdIsValid(own) && gapless_holds_back(xmark, own))
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
 						 errmsg("this transaction holds the projection back from the event it waits for"),

@@ -160,8 +160,7 @@ outbox_spi_emit(FunctionCallInfo fcinfo, bool gapless)
 	{
 		heap_deform_tuple(SPI_tuptable->vals[i], spidesc, values, nulls);
 		if (gapless &&
-			FullTransactionIdFollows(DatumGetFullTransactionId(values[spidesc->natts - 1]),
-									 horizon))
+			gapless_holds_back(DatumGetFullTransactionId(values[spidesc->natts - 1]), horizon))
 			break;
 		/* the tuplestore outlives SPI: take toasted values with us */
 		for (int c = 0; c < natts; c++)
