@@ -65,14 +65,22 @@ sub relay_errors
 	return join('', grep { /FATAL|ERROR|PANIC/ && !/administrator command/ } split /^/, $log);
 }
 
+# Hold the postmaster, have the launcher register a relay for $db (CREATE
+# EXTENSION there), then drop $db.  Returns the template's new name.
+sub register_then_drop
+{
+	my ($db) = @_;
+	my $session = $node->background_psql($db);
+	kill 'STOP', $node->{_pid};
+	$session->query_safe('CREATE EXTENSION outbox');
+	ok(wait_until(20, sub { state_of($db) eq 'starting' }), "the launcher registered a relay for $db");
+	$session->quit;
+	$pg->query_safe("DROP DATABASE $db");
+	return wake_launcher();
+}
+
 # ---- a database dropped before its relay starts ----
-my $px = $node->background_psql('x');
-kill 'STOP', $node->{_pid};
-$px->query_safe('CREATE EXTENSION outbox');
-ok(wait_until(20, sub { state_of('x') eq 'starting' }), 'the launcher registered a relay for x');
-$px->quit;
-$pg->query_safe('DROP DATABASE x');
-wake_launcher();
+register_then_drop('x');
 sleep 1;
 my $offset = -s $node->logfile;
 kill 'CONT', $node->{_pid};
@@ -81,13 +89,7 @@ is(relay_errors($offset), '', 'its relay does not start for a database that is g
 is(state_of('x'), '', 'and stat_workers does not show it');
 
 # ---- the slot could pass to a new database before the relay attaches ----
-my $pz = $node->background_psql('z');
-kill 'STOP', $node->{_pid};
-$pz->query_safe('CREATE EXTENSION outbox');
-ok(wait_until(20, sub { state_of('z') eq 'starting' }), 'the launcher registered a relay for z');
-$pz->quit;
-$pg->query_safe('DROP DATABASE z');
-my $tmpl = wake_launcher();
+my $tmpl = register_then_drop('z');
 $pg->query_safe("CREATE DATABASE y TEMPLATE $tmpl");
 my $yoid = $pg->query_safe(q{SELECT oid FROM pg_database WHERE datname = 'y'});
 wake_launcher();
