@@ -30,6 +30,7 @@ SELECT pg_catalog.pg_extension_config_dump('outbox._consumers', '');
 COMMENT ON FUNCTION outbox.consume_once(text, text) IS
     'idempotent-consumer check: true the first time a consumer sees a message id, false on every repeat; a consumer name belongs to the role that first used it';
 
+/*
  * Finding 7 (SSRF, internal responses shown to readers): outbox_reader sees
  * an endpoint URL's origin only and errors without the response body;
  * outbox_admin sees them in full (src/redact.c).
