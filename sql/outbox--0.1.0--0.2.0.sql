@@ -8,6 +8,66 @@
 \echo Use "ALTER EXTENSION outbox UPDATE TO '0.2.0'" to load this file. \quit
 
 /*
+ * Security review, schema squatting: 0.1.0 installed into a schema outbox
+ * that existed before it, whoever owned it.  Its owner could plant functions
+ * that the calls below (run by the superuser updating) and outbox's own
+ * calls resolve to.  So refuse to update unless the schema belongs to the
+ * extension owner, a superuser, no one else may create objects in it, and it
+ * holds no function outside the extension that a role other than a
+ * superuser owns.  This check is the fix (with the
+ * schema owned by the extension owner, nobody else can add a function to
+ * it); the casts on every call of an outbox function only make the calls say
+ * what they mean.  The install script makes the same check.
+ */
+DO $schema$
+DECLARE
+    nsp oid;
+    owner oid;
+    ext_oid oid;
+    ext_owner oid;
+    planted text;
+BEGIN
+    SELECT n.oid, n.nspowner INTO nsp, owner
+      FROM pg_catalog.pg_namespace n WHERE n.nspname = 'outbox'::pg_catalog.name;
+    SELECT e.oid, e.extowner INTO ext_oid, ext_owner
+      FROM pg_catalog.pg_extension e WHERE e.extname = 'outbox'::pg_catalog.name;
+    IF owner <> ext_owner THEN
+        RAISE EXCEPTION 'schema "outbox" is owned by role "%", not by the extension owner "%"',
+                pg_catalog.pg_get_userbyid(owner), pg_catalog.pg_get_userbyid(ext_owner)
+            USING ERRCODE = '42501',
+                  DETAIL = 'Its owner could plant functions that the update would run as a superuser.',
+                  HINT = 'Drop the functions in schema outbox that are not part of the extension, run ALTER SCHEMA outbox OWNER TO the extension owner, then update again.';
+    END IF;
+    IF EXISTS (SELECT FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a
+                WHERE n.oid = nsp AND a.privilege_type = 'CREATE' AND a.grantee <> owner) THEN
+        RAISE EXCEPTION 'roles other than the owner of schema "outbox" may create objects in it'
+            USING ERRCODE = '42501',
+                  DETAIL = 'They could plant functions that outbox would call with the extension owner''s rights.',
+                  HINT = 'Revoke CREATE on schema outbox from every role but its owner.';
+    END IF;
+    IF NOT (SELECT a.rolsuper FROM pg_catalog.pg_roles a WHERE a.oid = ext_owner) THEN
+        RAISE EXCEPTION 'the owner "%" of extension "outbox" is not a superuser', pg_catalog.pg_get_userbyid(ext_owner)
+            USING ERRCODE = '42501',
+                  DETAIL = 'It owns the functions the update calls, and could have changed them.',
+                  HINT = 'Check the functions in schema outbox, then give the role back its superuser status for the update.';
+    END IF;
+    SELECT pg_catalog.string_agg(p.oid::pg_catalog.regprocedure::pg_catalog.text, ', ') INTO planted
+      FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_roles a ON a.oid = p.proowner
+     WHERE p.pronamespace = nsp AND NOT a.rolsuper
+       AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d
+                        WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = p.oid
+                          AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
+                          AND d.refobjid = ext_oid AND d.deptype = 'e');
+    IF planted IS NOT NULL THEN
+        RAISE EXCEPTION 'schema "outbox" holds functions that are not part of the extension: %', planted
+            USING ERRCODE = '42501',
+                  DETAIL = 'The update''s calls could resolve to them.',
+                  HINT = 'Drop them, then update again.';
+    END IF;
+END
+$schema$;
+
+/*
  * Finding 12: the append-only guard of outbox._events fires whatever
  * session_replication_role is (a superuser could set it to replica and
  * DELETE or TRUNCATE events).
@@ -84,8 +144,8 @@ BEGIN
     PERFORM outbox._lock_events();
     INSERT INTO outbox._projections (name, handler, reset, event_types, stream_prefix, mode, run_as, options)
     VALUES (name,
-            outbox._check_projection_function(handler, run_as, 'handler', 'outbox.events'::regtype),
-            outbox._check_projection_function(reset, run_as, 'reset function', NULL),
+            outbox._check_projection_function(handler, run_as, 'handler'::text, 'outbox.events'::regtype),
+            outbox._check_projection_function(reset, run_as, 'reset function'::text, NULL::regtype),
             event_types, stream_prefix, mode, run_as,
             outbox._projection_options(options));
     PERFORM outbox._projections_changed();
@@ -100,7 +160,7 @@ DECLARE
 BEGIN
     FOR r IN SELECT id FROM outbox._endpoints LOOP
         BEGIN
-            UPDATE outbox._endpoints SET options = outbox._endpoint_options('{}', options) WHERE id = r.id;
+            UPDATE outbox._endpoints SET options = outbox._endpoint_options('{}'::jsonb, options) WHERE id = r.id;
         EXCEPTION WHEN invalid_parameter_value THEN
             NULL;
         END;
@@ -278,3 +338,112 @@ CREATE OR REPLACE VIEW outbox.stat_endpoints AS
       LEFT JOIN outbox._stat_endpoints() s ON s.endpoint_id = e.id;
 COMMENT ON VIEW outbox.stat_endpoints IS
     'per endpoint: state, backlog, counters since the relay started, last outcome, commit-to-delivery latency over the last 256 deliveries; the full url and response bodies in last_error for outbox_admin only';
+
+/*
+ * Security review, schema squatting: every call of an outbox function with
+ * typed arguments only (no untyped literal, no default filled in).
+ */
+
+CREATE OR REPLACE FUNCTION outbox.create_endpoint(name text, url text, topics text[] DEFAULT '{*}',
+                                       secret text DEFAULT NULL, headers jsonb DEFAULT '{}',
+                                       options jsonb DEFAULT '{}')
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'endpoint name must not be null' USING ERRCODE = '22004';
+    ELSIF name = '' OR octet_length(name) > 255 THEN
+        RAISE EXCEPTION 'endpoint name must be 1 to 255 bytes long' USING ERRCODE = '22023';
+    ELSIF url IS NULL THEN
+        RAISE EXCEPTION 'url must not be null' USING ERRCODE = '22004';
+    ELSIF headers IS NULL THEN
+        RAISE EXCEPTION 'headers must not be null' USING ERRCODE = '22004';
+    ELSIF EXISTS (SELECT FROM outbox._endpoints e WHERE e.name = create_endpoint.name) THEN
+        RAISE EXCEPTION 'endpoint "%" already exists', name USING ERRCODE = '42710',
+            HINT = 'Use outbox.alter_endpoint() to change it.';
+    END IF;
+    PERFORM outbox._check_headers(headers);
+    -- messages whose id is above the sequence's current value are the ones
+    -- published after the endpoint was created
+    INSERT INTO outbox._endpoints (name, url, topics, secret, headers, options, cursor_id)
+    SELECT create_endpoint.name, outbox._check_url(url), outbox._check_topics(topics),
+           outbox._check_secret(secret), headers, outbox._endpoint_options(options, NULL::jsonb),
+           CASE WHEN s.is_called THEN s.last_value ELSE 0 END
+      FROM outbox._messages_id_seq s;
+    PERFORM outbox._notify_relay();
+END
+$$;
+
+CREATE OR REPLACE FUNCTION outbox.alter_endpoint(name text, changes jsonb) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    eid int := outbox._endpoint_id(alter_endpoint.name);
+    k text;
+BEGIN
+    FOR k IN SELECT jsonb_object_keys(outbox._require_object(changes, 'changes'::text)) LOOP
+        IF k NOT IN ('url', 'topics', 'secret', 'headers', 'options') THEN
+            RAISE EXCEPTION 'unknown endpoint setting "%"', k USING ERRCODE = '22023',
+                HINT = 'Settings: url, topics, secret, headers, options.';
+        END IF;
+    END LOOP;
+    IF changes ? 'url' THEN
+        IF jsonb_typeof(changes -> 'url') <> 'string' THEN
+            RAISE EXCEPTION '"url" must be a string' USING ERRCODE = '22023';
+        END IF;
+        UPDATE outbox._endpoints SET url = outbox._check_url(changes ->> 'url') WHERE id = eid;
+    END IF;
+    IF changes ? 'topics' THEN
+        IF jsonb_typeof(changes -> 'topics') <> 'array' THEN
+            RAISE EXCEPTION '"topics" must be an array of strings' USING ERRCODE = '22023';
+        END IF;
+        UPDATE outbox._endpoints
+           SET topics = outbox._check_topics(ARRAY(SELECT jsonb_array_elements_text(changes -> 'topics')))
+         WHERE id = eid;
+    END IF;
+    IF changes ? 'secret' THEN
+        IF jsonb_typeof(changes -> 'secret') NOT IN ('string', 'null') THEN
+            RAISE EXCEPTION '"secret" must be a string or null' USING ERRCODE = '22023';
+        END IF;
+        UPDATE outbox._endpoints SET secret = outbox._check_secret(changes ->> 'secret') WHERE id = eid;
+    END IF;
+    IF changes ? 'headers' THEN
+        PERFORM outbox._check_headers(changes -> 'headers');
+        UPDATE outbox._endpoints SET headers = changes -> 'headers' WHERE id = eid;
+    END IF;
+    IF changes ? 'options' THEN
+        UPDATE outbox._endpoints e
+           SET options = outbox._endpoint_options(changes -> 'options', e.options)
+         WHERE id = eid;
+    END IF;
+    PERFORM outbox._notify_relay();
+END
+$$;
+
+CREATE OR REPLACE FUNCTION outbox.rebuild_projection(name text) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p outbox._projections := outbox._projection(name);
+    n bigint;
+BEGIN
+    PERFORM outbox._lock_events();
+    IF p.mode = 'inline' THEN
+        PERFORM outbox._reset_projection(p.id);
+        n := outbox._replay_projection(p.id, 0::bigint);
+        UPDATE outbox._projections
+           SET state = 'running', position = 0, events_applied = n, attempts = 0, retry_at = NULL,
+               last_error = NULL, last_applied_at = now()
+         WHERE id = p.id;
+    ELSE
+        PERFORM outbox._reset_projection(p.id);
+        SELECT count(*) INTO n FROM outbox._events e
+         WHERE (p.event_types IS NULL OR e.type = ANY (p.event_types))
+           AND (p.stream_prefix IS NULL OR starts_with(e.stream, p.stream_prefix));
+        UPDATE outbox._projections
+           SET state = 'rebuilding', position = 0, events_applied = 0, attempts = 0, retry_at = NULL,
+               last_error = NULL
+         WHERE id = p.id;
+    END IF;
+    PERFORM outbox._projections_changed();
+    RETURN n;
+END
+$$;

@@ -11,6 +11,55 @@
 \echo Use "CREATE EXTENSION outbox" to load this file. \quit
 
 /*
+ * Schema squatting.  CREATE EXTENSION uses a schema outbox that already
+ * exists as it is, whoever made it.  Its owner (or anyone it lets CREATE
+ * there) could plant functions that outbox's own calls resolve to -- an
+ * overload matching an argument better, run by the superuser installing or
+ * updating the extension, by the relay, and by every SECURITY DEFINER
+ * function.  So the schema must belong to the extension owner (the role
+ * running this script), no one else may create objects in it, and it must
+ * hold nothing yet.  This check is the fix: with the schema owned by the
+ * extension owner, nobody else can add a function to it.
+ * The casts on every call of an outbox function (no untyped literal, no
+ * default filled in) only make the calls say what they mean.
+ */
+DO $schema$
+DECLARE
+    nsp oid;
+    owner oid;
+    ext_owner oid;
+BEGIN
+    SELECT n.oid, n.nspowner INTO nsp, owner
+      FROM pg_catalog.pg_namespace n WHERE n.nspname = 'outbox'::pg_catalog.name;
+    SELECT e.extowner INTO ext_owner
+      FROM pg_catalog.pg_extension e WHERE e.extname = 'outbox'::pg_catalog.name;
+    IF owner <> ext_owner THEN
+        RAISE EXCEPTION 'schema "outbox" is owned by role "%", not by the extension owner "%"',
+                pg_catalog.pg_get_userbyid(owner), pg_catalog.pg_get_userbyid(ext_owner)
+            USING ERRCODE = '42501',
+                  DETAIL = 'Its owner could plant functions that outbox would call with the extension owner''s rights.',
+                  HINT = 'Drop schema outbox, or let CREATE EXTENSION outbox create it.';
+    END IF;
+    IF EXISTS (SELECT FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a
+                WHERE n.oid = nsp AND a.privilege_type = 'CREATE' AND a.grantee <> owner) THEN
+        RAISE EXCEPTION 'roles other than the owner of schema "outbox" may create objects in it'
+            USING ERRCODE = '42501',
+                  DETAIL = 'They could plant functions that outbox would call with the extension owner''s rights.',
+                  HINT = 'Revoke CREATE on schema outbox from every role but its owner.';
+    END IF;
+    IF EXISTS (SELECT FROM pg_catalog.pg_depend d
+                WHERE d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass
+                  AND d.refobjid = nsp
+                  AND d.classid <> 'pg_catalog.pg_extension'::pg_catalog.regclass) THEN
+        RAISE EXCEPTION 'schema "outbox" already contains objects'
+            USING ERRCODE = '42501',
+                  DETAIL = 'The extension''s own calls could resolve to functions planted there.',
+                  HINT = 'Drop schema outbox, or let CREATE EXTENSION outbox create it.';
+    END IF;
+END
+$schema$;
+
+/*
  * Roles are cluster-wide, so a second database (or a re-created extension)
  * finds them already there: create and link them only when missing.
  */
@@ -355,7 +404,7 @@ BEGIN
     -- published after the endpoint was created
     INSERT INTO outbox._endpoints (name, url, topics, secret, headers, options, cursor_id)
     SELECT create_endpoint.name, outbox._check_url(url), outbox._check_topics(topics),
-           outbox._check_secret(secret), headers, outbox._endpoint_options(options),
+           outbox._check_secret(secret), headers, outbox._endpoint_options(options, NULL::jsonb),
            CASE WHEN s.is_called THEN s.last_value ELSE 0 END
       FROM outbox._messages_id_seq s;
     PERFORM outbox._notify_relay();
@@ -370,7 +419,7 @@ DECLARE
     eid int := outbox._endpoint_id(alter_endpoint.name);
     k text;
 BEGIN
-    FOR k IN SELECT jsonb_object_keys(outbox._require_object(changes, 'changes')) LOOP
+    FOR k IN SELECT jsonb_object_keys(outbox._require_object(changes, 'changes'::text)) LOOP
         IF k NOT IN ('url', 'topics', 'secret', 'headers', 'options') THEN
             RAISE EXCEPTION 'unknown endpoint setting "%"', k USING ERRCODE = '22023',
                 HINT = 'Settings: url, topics, secret, headers, options.';
@@ -805,8 +854,8 @@ BEGIN
     PERFORM outbox._lock_events();
     INSERT INTO outbox._projections (name, handler, reset, event_types, stream_prefix, mode, run_as, options)
     VALUES (name,
-            outbox._check_projection_function(handler, run_as, 'handler', 'outbox.events'::regtype),
-            outbox._check_projection_function(reset, run_as, 'reset function', NULL),
+            outbox._check_projection_function(handler, run_as, 'handler'::text, 'outbox.events'::regtype),
+            outbox._check_projection_function(reset, run_as, 'reset function'::text, NULL::regtype),
             event_types, stream_prefix, mode, run_as,
             outbox._projection_options(options));
     PERFORM outbox._projections_changed();
@@ -934,7 +983,7 @@ BEGIN
     PERFORM outbox._lock_events();
     IF p.mode = 'inline' THEN
         PERFORM outbox._reset_projection(p.id);
-        n := outbox._replay_projection(p.id, 0);
+        n := outbox._replay_projection(p.id, 0::bigint);
         UPDATE outbox._projections
            SET state = 'running', position = 0, events_applied = n, attempts = 0, retry_at = NULL,
                last_error = NULL, last_applied_at = now()

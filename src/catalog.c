@@ -4,7 +4,8 @@
  *
  * The extension can be dropped and created again within one backend, so the
  * cache is reset by relcache and namespace invalidations rather than kept
- * forever.  Lookups go through the syscache; no locks are taken here.
+ * forever.  Lookups go through the syscache and an index scan of
+ * pg_extension (AccessShareLock, released at once).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -15,7 +16,6 @@
 #include "catalog/indexing.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_extension.h"
-#include "catalog/pg_namespace.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/inval.h"
@@ -67,35 +67,54 @@ catalog_relcache_reset(Datum arg, Oid relid)
 }
 
 /*
- * The version of extension outbox installed in this database (palloc'd),
- * or NULL if none.  Scans pg_extension: there is no syscache for it.  Needs
- * a transaction.
+ * The row of extension outbox in this database: its version (palloc'd),
+ * owner and schema.  False if it is not installed.  Scans pg_extension:
+ * there is no syscache for it.  Needs a transaction.
  */
-char *
-outbox_extension_version(void)
+static bool
+catalog_read_extension(char **version, Oid *owner, Oid *nsp)
 {
 	Relation	rel;
 	ScanKeyData key;
 	SysScanDesc scan;
 	HeapTuple	tup;
-	char	   *version = NULL;
+	bool		found;
 
 	rel = table_open(ExtensionRelationId, AccessShareLock);
 	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
 				CStringGetDatum("outbox"));
 	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
 	tup = systable_getnext(scan);
-	if (HeapTupleIsValid(tup))
+	found = HeapTupleIsValid(tup);
+	if (found)
 	{
+		Form_pg_extension ext = (Form_pg_extension) GETSTRUCT(tup);
 		bool		isnull;
 		Datum		d = heap_getattr(tup, Anum_pg_extension_extversion,
 									 RelationGetDescr(rel), &isnull);
 
-		if (!isnull)
-			version = text_to_cstring(DatumGetTextPP(d));
+		*version = isnull ? NULL : text_to_cstring(DatumGetTextPP(d));
+		*owner = ext->extowner;
+		*nsp = ext->extnamespace;
 	}
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
+	return found;
+}
+
+/*
+ * The version of extension outbox installed in this database (palloc'd),
+ * or NULL if none.  Needs a transaction.
+ */
+char *
+outbox_extension_version(void)
+{
+	char	   *version = NULL;
+	Oid			owner;
+	Oid			nsp;
+
+	if (!catalog_read_extension(&version, &owner, &nsp))
+		return NULL;
 	return version;
 }
 
@@ -104,14 +123,18 @@ outbox_extension_version(void)
  * in this database (the library can be loaded without it), or is at another
  * version than the library (55000, until ALTER EXTENSION outbox UPDATE).
  * Only a database at the right version is cached.
+ *
+ * The owner is the extension's (pg_extension.extowner), never the schema's:
+ * a schema outbox created before CREATE EXTENSION may belong to anyone, and
+ * the C code and the relay run their statements as this role.  (The install
+ * and upgrade scripts refuse a schema the extension owner does not own.)
  */
 Oid
 outbox_schema_oid(void)
 {
-	HeapTuple	tup;
-	Oid			nsp;
-	Oid			owner;
-	char	   *version;
+	char	   *version = NULL;
+	Oid			owner = InvalidOid;
+	Oid			nsp = InvalidOid;
 
 	if (OidIsValid(schema_oid))
 		return schema_oid;
@@ -123,17 +146,12 @@ outbox_schema_oid(void)
 		callbacks_registered = true;
 	}
 
-	tup = SearchSysCache1(NAMESPACENAME, CStringGetDatum("outbox"));
-	if (!HeapTupleIsValid(tup))
+	/* opening pg_extension may run catalog_reset: set the cache after it */
+	if (!catalog_read_extension(&version, &owner, &nsp))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("extension \"outbox\" is not installed in this database"),
 				 errhint("Run CREATE EXTENSION outbox.")));
-	nsp = ((Form_pg_namespace) GETSTRUCT(tup))->oid;
-	owner = ((Form_pg_namespace) GETSTRUCT(tup))->nspowner;
-	ReleaseSysCache(tup);
-	/* opening pg_extension may run catalog_reset: set the cache after it */
-	version = outbox_extension_version();
 	if (version != NULL && strcmp(version, OUTBOX_VERSION) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -145,7 +163,7 @@ outbox_schema_oid(void)
 	return schema_oid;
 }
 
-/* The role that owns the extension's objects, and runs its statements. */
+/* The role that owns the extension, and runs its statements. */
 Oid
 outbox_owner_oid(void)
 {
