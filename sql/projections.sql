@@ -258,6 +258,56 @@ SELECT regexp_replace(regress.try($$SELECT outbox.create_projection('tmpp', 'app
                       'pg_temp_\d+', 'pg_temp_N') AS temp_reset;
 SELECT count(*) AS tmpp FROM outbox.stat_projections WHERE name = 'tmpp';
 
+-- a handler owned by a group role the projection's role is a member of is not
+-- trusted: any other member (here a plain writer) could re-create it
+CREATE ROLE regress_proj_team IN ROLE outbox_writer;
+CREATE ROLE regress_proj_alice IN ROLE outbox_admin, regress_proj_team;
+CREATE ROLE regress_proj_bob IN ROLE outbox_writer, regress_proj_team;
+CREATE ROLE regress_proj_deploy IN ROLE regress_proj_alice;
+CREATE SCHEMA team AUTHORIZATION regress_proj_team;
+CREATE TABLE team.audit (who text, what text);
+GRANT ALL ON team.audit TO regress_proj_team;
+SET SESSION AUTHORIZATION regress_proj_alice;
+SET ROLE regress_proj_team;
+CREATE FUNCTION team.h(e outbox.events) RETURNS void LANGUAGE sql
+    AS $$ INSERT INTO team.audit VALUES (current_user, 'group') $$;
+CREATE FUNCTION team.r() RETURNS void LANGUAGE sql AS $$ DELETE FROM team.audit $$;
+RESET ROLE;
+SELECT regress.try($$SELECT outbox.create_projection('team', 'team.h(outbox.events)', stream_prefix => 'team-')$$) AS group_owned;
+SELECT regress.try($$SELECT outbox.create_projection('team', 'apply_balance(outbox.events)', reset => 'team.r()')$$) AS group_owned_reset;
+-- the admin's own handler is trusted, then the writer re-creates it as the group
+SET ROLE regress_proj_team;
+DROP FUNCTION team.h, team.r;
+RESET ROLE;
+CREATE FUNCTION team.h(e outbox.events) RETURNS void LANGUAGE sql
+    AS $$ INSERT INTO team.audit VALUES (current_user, 'legit') $$;
+SELECT outbox.create_projection('team', 'team.h(outbox.events)', stream_prefix => 'team-');
+SELECT outbox.append('team-1', '{"type": "x"}') IS NOT NULL AS appended_by_admin;
+RESET SESSION AUTHORIZATION;
+SET SESSION AUTHORIZATION regress_proj_bob;
+SET ROLE regress_proj_team;
+DROP FUNCTION team.h;
+CREATE FUNCTION team.h(e outbox.events) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO team.audit VALUES (current_user, 'pwned');
+    SELECT outbox.create_endpoint('evil', 'http://127.0.0.1:9/x', '{*}') $$;
+RESET ROLE;
+SELECT regress.try($$SELECT outbox.append('team-2', '{"type": "x"}')$$) AS group_hijack;
+RESET SESSION AUTHORIZATION;
+SELECT who, what FROM team.audit ORDER BY what;
+SELECT count(*) AS evil_endpoints FROM outbox.endpoints WHERE name = 'evil';
+-- a role that has the projection role's privileges (a member of it) is trusted
+DROP FUNCTION team.h;
+GRANT CREATE ON SCHEMA team TO regress_proj_deploy;
+SET SESSION AUTHORIZATION regress_proj_deploy;
+CREATE FUNCTION team.h(e outbox.events) RETURNS void LANGUAGE sql
+    AS $$ INSERT INTO team.audit VALUES (current_user, 'deployed') $$;
+SELECT outbox.append('team-3', '{"type": "x"}') IS NOT NULL AS appended_by_deploy;
+RESET SESSION AUTHORIZATION;
+SELECT who, what FROM team.audit ORDER BY what;
+SELECT outbox.drop_projection('team');
+DROP SCHEMA team CASCADE;
+DROP ROLE regress_proj_team, regress_proj_alice, regress_proj_bob, regress_proj_deploy;
+
 -- drop: appends no longer call the handler
 SELECT outbox.drop_projection('who');
 SELECT outbox.append('who-1', '{"type": "x"}') IS NOT NULL AS appended_after_drop;

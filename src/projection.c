@@ -111,16 +111,19 @@ function_oid(const char *signature)
 }
 
 /*
- * May a function owned by owner run with run_as's rights?  Only if run_as
- * could have written it: its own, a role it is a member of (superuser
- * status aside: a superuser projection role trusts no one by that alone), or
- * a superuser's.  Otherwise whoever re-created a dropped handler under its
- * name would run code as the projection's role.
+ * May a function owned by owner run with run_as's rights?  Only if whoever
+ * can change it could act as run_as already: owner has run_as's privileges
+ * (it is run_as, inherits from it, or is a superuser), and so has every
+ * role that can become owner.  Not a role run_as is a member of: any other
+ * member of that group (a writer in a shared team role, any member of
+ * outbox_writer) could re-create the handler and have it run as run_as.
+ * The handler's own schema is on its search_path (function_search_path),
+ * so whoever may CREATE in it is trusted as much; the README says so.
  */
 static bool
 projection_trusts(Oid run_as, Oid owner)
 {
-	return owner == run_as || superuser_arg(owner) || is_member_of_role_nosuper(run_as, owner);
+	return has_privs_of_role(owner, run_as);
 }
 
 /*
@@ -154,7 +157,7 @@ projection_check_function(const char *name, const char *what, Oid fn, Oid run_as
 				 errmsg("%s %s of projection \"%s\" is owned by role \"%s\", which role \"%s\" does not trust",
 						what, signature, name, GetUserNameFromId(proc->proowner, false),
 						GetUserNameFromId(run_as, false)),
-				 errdetail("The function runs as role \"%s\": it must be owned by that role, a role it is a member of, or a superuser.",
+				 errdetail("The function runs as role \"%s\": it must be owned by that role, a role that has its privileges, or a superuser.",
 						   GetUserNameFromId(run_as, false)),
 				 errhint("Create the function as role \"%s\", or drop and create the projection again.",
 						 GetUserNameFromId(run_as, false))));
