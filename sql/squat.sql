@@ -38,18 +38,6 @@ DROP FUNCTION outbox._endpoint_options(text, jsonb);
 ALTER EXTENSION outbox UPDATE;
 SELECT extversion, (SELECT options FROM outbox._endpoints WHERE name = 'e') <> '{}' AS normalised
   FROM pg_extension WHERE extname = 'outbox';
--- a fresh install: a schema the extension owner made is fine if no one
--- else may create objects in it and it is empty
-DROP EXTENSION outbox;
-GRANT CREATE ON SCHEMA outbox TO squatter;
-CREATE EXTENSION outbox;
-SET SESSION AUTHORIZATION squatter;
-CREATE FUNCTION outbox._endpoint_options(given jsonb) RETURNS jsonb LANGUAGE sql AS 'SELECT given';
-RESET SESSION AUTHORIZATION;
-REVOKE CREATE ON SCHEMA outbox FROM squatter;
-CREATE EXTENSION outbox;
-DROP FUNCTION outbox._endpoint_options(jsonb);
-CREATE EXTENSION outbox;
 \set VERBOSITY terse
 -- the C code runs as the extension owner, not as the schema's owner (who
 -- has no privileges on outbox's tables)
@@ -61,6 +49,24 @@ SET SESSION AUTHORIZATION squatter;
 SELECT outbox.publish('t', '{}') > 0 AS published_by_writer;
 SELECT count(*) FROM outbox.read_messages();
 RESET SESSION AUTHORIZATION;
+-- a fresh install (in a second database, where no relay runs yet): a schema
+-- the extension owner made is fine if no one else may create objects in it
+-- and it is empty
+\c contrib_regression
+CREATE DATABASE squat2;
+\c squat2
+\set VERBOSITY default
+CREATE SCHEMA outbox;
+GRANT CREATE ON SCHEMA outbox TO squatter;
+CREATE EXTENSION outbox;
+SET SESSION AUTHORIZATION squatter;
+CREATE FUNCTION outbox._endpoint_options(given jsonb) RETURNS jsonb LANGUAGE sql AS 'SELECT given';
+RESET SESSION AUTHORIZATION;
+REVOKE CREATE ON SCHEMA outbox FROM squatter;
+CREATE EXTENSION outbox;
+DROP FUNCTION outbox._endpoint_options(jsonb);
+CREATE EXTENSION outbox;
 \c contrib_regression
 DROP DATABASE squat;
+DROP DATABASE squat2;
 DROP ROLE squatter;
