@@ -53,6 +53,7 @@
 #include "utils/timestamp.h"
 #include "utils/xid8.h"
 
+#include "compat.h"
 #include "outbox.h"
 
 #define FETCH_BATCH			1000	/* messages read per endpoint per fetch */
@@ -975,7 +976,10 @@ delivery_send(void)
 	ListCell   *lc;
 
 	if (body_cxt == NULL)
+	{
 		body_cxt = AllocSetContextCreate(delivery_cxt, "outbox request body", ALLOCSET_DEFAULT_SIZES);
+		compat_return_large_blocks();
+	}
 	foreach(lc, endpoints)
 		endpoint_send(lfirst(lc), now);
 	if (send_began)

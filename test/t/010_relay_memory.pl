@@ -132,11 +132,11 @@ ok( wait_until(20, sub {
 # ---- a message too large for any request body ----
 # publish refuses it (54000, see the publish regression test); one stored
 # before that rule (here by hand) is dead-lettered, and delivery goes on.
-# It prints as 1 GB of digits: building that body failed, and the relay
+# It prints as 1.09 GB of digits: building that body failed (over 1 GB), and the relay
 # restarted and failed again, forever.
 sql(q{INSERT INTO outbox._messages (id, topic, key, payload, headers, created_at, xmark)
       SELECT nextval('outbox._messages_id_seq'), 'big', NULL,
-             (SELECT jsonb_agg('1e131000'::numeric) FROM generate_series(1, 8000)), '{}', now(),
+             (SELECT jsonb_agg('1e131000'::numeric) FROM generate_series(1, 8300)), '{}', now(),
              pg_current_xact_id()});
 sql(q{SELECT outbox.publish('big', '{"after": 2}')});
 ($peak, $ok) = peak_until(60, sub { @{ arrived('big') } >= 53 });
