@@ -29,9 +29,15 @@
  * endpoint opens for a cool-down (1 s doubling to 60 s), then lets a single
  * probe through (half-open) and closes on its success.
  *
+ * Memory is bounded whatever the payloads and batch settings (the limits
+ * are named below): the queue holds ids, topics and keys; payloads and
+ * headers are read only when a request is built, one message at a time.
+ *
  * Nothing here holds a transaction across HTTP: delivery_fetch,
  * delivery_reload and delivery_persist each run one short transaction;
- * delivery_send and delivery_complete run outside any.
+ * delivery_send runs one to read the payloads of the requests it starts,
+ * committed before their I/O begins (in http_wait); delivery_complete runs
+ * outside any.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
