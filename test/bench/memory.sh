@@ -28,6 +28,8 @@ max='{"batch_size": 1000, "max_in_flight": 1000, "ordered": false, "timeout_ms":
 for e in 1 2 3 4; do
     q "SELECT outbox.create_endpoint('e$e', '$url', '{all,e$e}', NULL, '{}', '$max')" >/dev/null
 done
+q "SELECT outbox.create_endpoint('many', '$url', '{many}', NULL, '{}',
+     '{\"batch_size\": 1, \"max_in_flight\": 1000, \"ordered\": false, \"timeout_ms\": 300000}')" >/dev/null
 relay=$(q "SELECT pid FROM pg_stat_activity WHERE backend_type = 'outbox relay'")
 rss() { awk '/RssAnon/ { print $2 }' "/proc/$relay/status"; }
 
@@ -56,7 +58,7 @@ phase() {
 
 log "the relay at rest: $(rss) kB"
 echo
-echo "| phase (batch_size 1000, max_in_flight 1000) | relay RssAnon peak | time |"
+echo "| phase (batch_size 1000, max_in_flight 1000 unless said) | relay RssAnon peak | time |"
 echo "|---|---|---|"
 phase "one endpoint, 50 payloads of 1 MB jsonb (6.2 MB as text)" \
     "SELECT count(outbox.publish('e1', to_jsonb(repeat(chr(1), 1040000)))) FROM generate_series(1, 50)" 50
@@ -67,6 +69,10 @@ phase "one endpoint, 2,000 payloads of 96 kB as text (1 MB batches)" \
 phase "no endpoint matches: 5 messages with 15 MB headers, then one small" \
     "SELECT count(outbox.publish('nobody', '{}', NULL, jsonb_build_object('x-h', repeat('h', 15000000)))) FROM generate_series(1, 5);
      SELECT outbox.publish('e1', '{}')" 1
+curl -s "http://127.0.0.1:$rport/_control?delay_ms=2000" >/dev/null
+phase "1,000 requests in flight (batch_size 1, answers 2 s late), 5,000 small messages" \
+    "SELECT count(outbox.publish('many', jsonb_build_object('seq', g))) FROM generate_series(1, 5000) g" 5000
+curl -s "http://127.0.0.1:$rport/_control?delay_ms=0" >/dev/null
 phase "four endpoints at once, 50 payloads of 1 MB jsonb each" \
     "SELECT count(outbox.publish('all', to_jsonb(repeat(chr(1), 1040000)))) FROM generate_series(1, 50)" 200
 phase "four endpoints at once, 20 payloads of 16 MB as text each" \
