@@ -56,6 +56,7 @@ extern int	outbox_max_databases;
 extern int	outbox_max_endpoints;
 extern int	outbox_max_projections;
 extern int	outbox_retention_s;
+extern int	outbox_inbox_retention_s;
 
 /* shmem.c: one slot per database relay (lock order and wakeups: shmem.c) */
 typedef enum RelayState
@@ -66,6 +67,13 @@ typedef enum RelayState
 	RELAY_NO_EXTENSION,			/* exited: the database has no outbox extension */
 	RELAY_BACKOFF				/* exited with an error; restarts after next_start_at */
 } RelayState;
+
+/*
+ * The longest last_error kept, in bytes, terminator included: a delivery's
+ * in outbox.dead_letters, an endpoint's in outbox.stat_endpoints.  An HTTP
+ * failure's is "HTTP <status>: " and the start of the response body.
+ */
+#define OUTBOX_LAST_ERROR_BYTES	256
 
 /* What the relay tells outbox.stat_endpoints about one endpoint. */
 #define STAT_LATENCIES 256
@@ -84,7 +92,7 @@ typedef struct EndpointStats
 	TimestampTz last_success_at;
 	TimestampTz last_failure_at;
 	int			last_http_status;
-	char		last_error[160];
+	char		last_error[OUTBOX_LAST_ERROR_BYTES];
 	int			nlatencies;		/* commit-to-2xx latencies, ms, most recent */
 	float4		latencies[STAT_LATENCIES];
 } EndpointStats;
@@ -169,7 +177,7 @@ typedef struct WebhookMessage
 } WebhookMessage;
 
 extern WebhookKey *webhook_key(const char *secret);
-extern List *webhook_json_headers(List *lines, const char *json);
+extern List *webhook_json_headers(List *lines, const char *json, bool from_message);
 extern Size webhook_json_length(Jsonb *jb, Size limit);
 extern Size webhook_envelope_length(const WebhookMessage *m);
 extern void webhook_body_add(StringInfo body, bool batched, const WebhookMessage *m,
@@ -184,7 +192,7 @@ typedef struct HttpResult
 	int			status;			/* HTTP status; 0 = transport failure */
 	long		retry_after_ms; /* -1 if none */
 	int64		elapsed_us;
-	char		error[256];
+	char		error[OUTBOX_LAST_ERROR_BYTES];
 } HttpResult;
 
 extern void http_init(void);
@@ -203,14 +211,20 @@ extern void delivery_persist(void);
 extern bool delivery_should_persist(void);
 extern long delivery_next_timeout(void);
 extern void delivery_report(RelaySlot *slot, bool horizon_blocked);
-extern long delivery_expire(void);
-extern void delivery_retention_changed(void);
 extern bool delivery_horizon_blocked(void);
+
+/* subscription.c: pull consumers, and the topic patterns they share with endpoints */
+extern bool outbox_topic_matches(const char *pattern, const char *topic);
+
+/* retention.c: deleting delivered messages */
+extern long retention_expire(void);
+extern void retention_soon(void);
+extern void retention_changed(void);
 
 /* projection.c: applying events to projections */
 #define PROJECTION_COLUMNS \
 	"id, name, mode, state, position, handler, reset, run_as, event_types, stream_prefix," \
-	" (options->>'batch_size')::int"
+	" options"
 
 typedef struct Projection
 {
@@ -228,6 +242,7 @@ typedef struct Projection
 	char	  **types;			/* event_types; NULL: every type */
 	char	   *prefix;			/* stream_prefix; NULL: every stream */
 	int			batch_size;		/* async: events per transaction */
+	char	   *options_problem;	/* why its stored options cannot be used, or NULL */
 	FmgrInfo	flinfo;			/* the handler's, once resolved */
 	char	   *search_path;	/* the one the handler runs with, once resolved */
 	ProjectionProgress *progress;	/* shared counters; NULL if none */
@@ -347,7 +362,17 @@ extern void outbox_check_header_value(const char *what, const char *value, int l
 extern void outbox_check_name(const char *what, const char *name, int len);
 extern void outbox_check_payload_size(const char *what, Jsonb *value);
 extern void outbox_check_message_size(Jsonb *payload, Jsonb *headers);
-extern void outbox_check_headers(const char *what, Jsonb *headers);
+extern void outbox_check_headers(const char *what, Jsonb *headers, bool from_message);
+
+typedef struct HeaderProblem
+{
+	char	   *message;		/* names the header */
+	const char *detail;			/* NULL if none */
+	const char *hint;			/* NULL if none */
+} HeaderProblem;
+
+extern bool outbox_header_allowed(const char *name, int len, const JsonbValue *value,
+								  bool from_message, HeaderProblem *problem);
 
 /* etag.c */
 extern text *etag_make(const char *stream, int64 version);

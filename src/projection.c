@@ -46,6 +46,7 @@
 #include "utils/xid8.h"
 
 #include "outbox.h"
+#include "options.h"
 
 PG_FUNCTION_INFO_V1(outbox_create_projection);
 PG_FUNCTION_INFO_V1(outbox_projections_changed);
@@ -205,7 +206,9 @@ projection_from_spi(HeapTuple tup, MemoryContext cxt)
 	Projection *p = palloc0(sizeof(Projection));
 	bool		isnull;
 	Datum		d;
+	ProjectionOptions opt;
 
+	options_read(OPTIONS_PROJECTION, NULL, &opt);
 	p->cxt = cxt;
 	p->id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
 	p->name = SPI_getvalue(tup, desc, 2);
@@ -226,7 +229,10 @@ projection_from_spi(HeapTuple tup, MemoryContext cxt)
 			p->types[i] = TextDatumGetCString(elems[i]);
 	}
 	p->prefix = SPI_getvalue(tup, desc, 10);
-	p->batch_size = DatumGetInt32(SPI_getbinval(tup, desc, 11, &isnull));
+	/* options.c; only async projections use them, and fail if they cannot */
+	p->options_problem = options_read(OPTIONS_PROJECTION,
+									  DatumGetJsonbP(SPI_getbinval(tup, desc, 11, &isnull)), &opt);
+	p->batch_size = opt.batch_size;
 	MemoryContextSwitchTo(old);
 	return p;
 }

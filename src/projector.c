@@ -41,6 +41,7 @@
 #include "utils/xid8.h"
 
 #include "outbox.h"
+#include "options.h"
 
 PG_FUNCTION_INFO_V1(outbox_wait_for_projection);
 
@@ -71,15 +72,19 @@ static OutboxPlan plan_checkpoint = {
 	" WHERE id = $1",
 	4, {INT4OID, INT8OID, INT8OID, BOOLOID}
 };
+static OutboxPlan plan_options = {
+	"SELECT options FROM outbox._projections WHERE id = $1",
+	1, {INT4OID}
+};
+/* $3, $4, $5: max_attempts, backoff_base_ms, backoff_max_ms (options.c) */
 static OutboxPlan plan_failure = {
 	"UPDATE outbox._projections"
 	" SET attempts = attempts + 1, last_error = $2,"
-	" retry_at = now() + least((options->>'backoff_max_ms')::float8,"
-	"     (options->>'backoff_base_ms')::float8 * power(2, least(attempts, 40))) * interval '1 ms',"
-	" state = CASE WHEN attempts + 1 >= (options->>'max_attempts')::int THEN 'failed' ELSE state END"
+	" retry_at = now() + least($5::float8, $4 * power(2, least(attempts, 40))) * interval '1 ms',"
+	" state = CASE WHEN attempts + 1 >= $3 THEN 'failed' ELSE state END"
 	" WHERE id = $1 AND mode = 'async' AND state IN ('running', 'rebuilding')"
 	" RETURNING retry_at, state",
-	2, {INT4OID, TEXTOID}
+	5, {INT4OID, TEXTOID, INT4OID, INT4OID, INT4OID}
 };
 static OutboxPlan plan_state = {
 	"SELECT mode, state, position, last_error FROM outbox._projections WHERE name = $1",
@@ -160,8 +165,9 @@ static void
 projector_failed(int id, const char *name, int64 position, const char *message)
 {
 	OutboxSpi	spi = OUTBOX_SPI_INIT;
-	Datum		args[2];
+	Datum		args[5];
 	char	   *error;
+	ProjectionOptions opt;
 
 	if (name == NULL)
 		name = psprintf("%d", id);
@@ -174,6 +180,19 @@ projector_failed(int id, const char *name, int64 position, const char *message)
 	args[1] = CStringGetTextDatum(error);
 	relay_xact_begin("outbox: recording a projection failure");
 	outbox_spi_begin(&spi);
+	options_read(OPTIONS_PROJECTION, NULL, &opt);
+	if (outbox_spi_run(&plan_options, args, NULL, false, 0, SPI_OK_SELECT) == 1)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		/* options it cannot use: this failure is its last */
+		if (options_read(OPTIONS_PROJECTION, DatumGetJsonbP(d), &opt) != NULL)
+			opt.max_attempts = 1;
+	}
+	args[2] = Int32GetDatum(opt.max_attempts);
+	args[3] = Int32GetDatum(opt.backoff_base_ms);
+	args[4] = Int32GetDatum(opt.backoff_max_ms);
 	if (outbox_spi_run(&plan_failure, args, NULL, false, 0, SPI_OK_UPDATE_RETURNING) == 1)
 	{
 		bool		isnull;
@@ -218,6 +237,13 @@ projector_batch(int id, int limit)
 		/* locked by an admin (or just paused): look again shortly, it may roll back */
 		if (p == NULL)
 			due_at(TimestampTzPlusMilliseconds(GetCurrentTimestamp(), HELD_BACK_MAX_MS));
+		else if (p->options_problem != NULL)
+		{
+			name = p->name;
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid options: %s", p->options_problem)));
+		}
 		if (p != NULL)
 		{
 			ProjectionEvent *events;

@@ -16,14 +16,15 @@
  *   start the requests that may go                 (short transaction:
  *     payloads; their I/O starts in the wait)
  *   save again if about to sleep with progress unsaved
- *   delete expired messages, when due              (short transaction)
+ *   delete expired messages and inbox rows, when due (short transaction)
  *   one batch of each async projection with work   (a transaction each,
  *     projector.c)
  *   wait: latch, postmaster death, sockets, or the next scheduled retry
  *   collect finished requests                      (no transaction)
- * With nothing in flight and nothing scheduled, the wait has no timeout, so
- * an idle relay uses no CPU; commits that publish or change endpoints set
- * its latch (shmem.c).
+ * With nothing in flight and nothing scheduled, the wait lasts until the
+ * next retention pass (retention.c: once per outbox.retention at most, or a
+ * minute while old messages wait for a consumer), so an idle relay uses no
+ * CPU; commits that publish or change endpoints set its latch (shmem.c).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -193,7 +194,7 @@ outbox_relay_main(Datum arg)
 		{
 			long		timeout = delivery_next_timeout();
 
-			timeout = sooner(timeout, delivery_expire());
+			timeout = sooner(timeout, retention_expire());
 			/* async projections: at most one batch each per turn */
 			timeout = sooner(timeout, projector_run(events));
 			http_wait(timeout);
@@ -204,7 +205,7 @@ outbox_relay_main(Datum arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
-			delivery_retention_changed();
+			retention_changed();
 		}
 		while (http_next_result(&result))
 		{
