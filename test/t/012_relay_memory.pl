@@ -1,9 +1,10 @@
 # The relay's memory stays within its documented bound whatever the payloads
 # and the batch settings (README, "Memory"): 1 MB jsonb payloads (6 MB as
 # text) to an endpoint with batch_size and max_in_flight at their maximum,
-# batches cut before their body passes 4 MB, huge headers on a topic no
-# endpoint matches (never read), and a request that hangs while the others
-# go on (done_ahead stays bounded).
+# batches cut before their body passes 1 MB, 15 MB headers on a topic no
+# endpoint matches (never read), a request that hangs while the others go on
+# (done_ahead stays bounded), and a stored message too large for any request
+# body (dead-lettered; 0.1.0's relay failed building it, again and again).
 use strict;
 use warnings;
 use lib 'test/t';
