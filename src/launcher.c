@@ -20,6 +20,11 @@
  * The launcher sleeps on its latch: woken by relays exiting (bgw_notify_pid),
  * by commits that need a relay, and otherwise every 60 s to notice new
  * databases.
+ *
+ * The utility hook also sees ALTER EXTENSION outbox UPDATE: at its commit,
+ * the database's relay (waiting while the extension is at another version
+ * than the library, relay.c) rechecks, and every session forgets what
+ * catalog.c cached about the old version.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -44,6 +49,7 @@
 #include "tcop/tcopprot.h"
 #include "tcop/utility.h"
 #include "utils/acl.h"
+#include "utils/inval.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -351,6 +357,14 @@ launcher_database_of(Node *stmt)
 	}
 }
 
+/* Is this ALTER EXTENSION outbox UPDATE? */
+static bool
+launcher_is_outbox_update(Node *stmt)
+{
+	return IsA(stmt, AlterExtensionStmt) &&
+		strcmp(((AlterExtensionStmt *) stmt)->extname, "outbox") == 0;
+}
+
 static void
 launcher_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 						ProcessUtilityContext context, ParamListInfo params,
@@ -369,6 +383,12 @@ launcher_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOn
 		else
 			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
 									queryEnv, dest, qc);
+		if (launcher_is_outbox_update(pstmt->utilityStmt))
+		{
+			/* at commit (nothing if it rolls back) */
+			shmem_notify_relay_at_commit();
+			CacheInvalidateRelcacheAll();
+		}
 	}
 	PG_FINALLY();
 	{

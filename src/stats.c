@@ -141,7 +141,9 @@ Datum
 outbox_stat_workers(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	static const char *const states[] = {"none", "starting", "running", "no_extension", "backoff"};
+	static const char *const states[] = {
+		"none", "starting", "running", "no_extension", "backoff", "needs_update"
+	};
 	RelaySlot  *copy;
 	int			nslots;
 	int			blocker_pid;
