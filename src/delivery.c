@@ -70,19 +70,18 @@
  * settings.  The queue holds ids, topics and keys only: payloads and headers
  * are read when a request is built, printed straight into its body, and
  * freed once curl has its copy.
- *   QUEUE_MAX			messages queued per endpoint (at most FETCH_BATCH more
- *						after a fetch), besides 2 * max_in_flight * batch_size
- *   DONE_AHEAD_MAX		delivered ids beyond the cursor (done_ahead, saved on
- *						every save) before reading more of the log: one request
- *						that hangs holds the others back after this many
+ *   WINDOW_MAX			messages per endpoint read past its cursor and not
+ *						passed yet: queued ones (also limited by 2 *
+ *						max_in_flight * batch_size) plus delivered ones
+ *						(done_ahead, saved with the cursor).  One request that
+ *						hangs holds the others back after this many.
  *   BATCH_BODY_MAX		a batch is cut before the message that would take its
  *						body past this (nginx's default limit); a message alone
  *						may take up to OUTBOX_MAX_BODY_BYTES
  *   IN_FLIGHT_BODY_MAX	request bodies out at once per endpoint: no new request
  *						starts beyond it (one always may)
  */
-#define QUEUE_MAX			10000
-#define DONE_AHEAD_MAX		4096
+#define WINDOW_MAX			4096
 #define BATCH_BODY_MAX		(1024 * 1024)
 #define IN_FLIGHT_BODY_MAX	(8 * 1024 * 1024)
 #define BREAKER_THRESHOLD	5
@@ -642,12 +641,12 @@ delivery_reload(void)
 
 /* ---- reading the log ---- */
 
-/* May the endpoint read more of the log?  (Memory bounds: see the top.) */
+/* May the endpoint queue one more message?  (Memory bounds: see the top.) */
 static bool
 endpoint_has_room(Endpoint *ep)
 {
-	return ep->queued < Min(2 * ep->max_in_flight * ep->batch_size, QUEUE_MAX) &&
-		ep->ndone < DONE_AHEAD_MAX;
+	return ep->queued < Min(2 * ep->max_in_flight * ep->batch_size, WINDOW_MAX) &&
+		ep->queued + ep->ndone < WINDOW_MAX;
 }
 
 /*
@@ -669,12 +668,13 @@ delivery_fetch(bool woken)
 		FullTransactionId horizon;
 		uint64		n;
 		uint64		i;
+		bool		full = false;
 
 		if (woken || (ep->refetch_at != 0 && now >= ep->refetch_at))
 			ep->want_fetch = true;
 		if (!ep->want_fetch || ep->dropped || ep->paused || ep->invalid)
 			continue;
-		/* a full queue reads later: want_fetch remembers it, no timer needed */
+		/* a full window reads later: want_fetch remembers it, no timer needed */
 		if (!endpoint_has_room(ep))
 		{
 			ep->refetch_at = 0;
@@ -694,6 +694,7 @@ delivery_fetch(bool woken)
 			HeapTuple	tup = SPI_tuptable->vals[i];
 			bool		isnull;
 			int64		id = DatumGetInt64(spi_datum(tup, 1, &isnull));
+			bool		wanted;
 
 			if (gapless_holds_back(DatumGetFullTransactionId(spi_datum(tup, 5, &isnull)), horizon))
 			{
@@ -702,19 +703,24 @@ delivery_fetch(bool woken)
 				ep->refetch_at = TimestampTzPlusMilliseconds(now, ep->refetch_ms);
 				break;
 			}
-			ep->fetched = id;
-			if (!topic_matches(ep->patterns, spi_text(tup, 2)))
-				continue;
 			/*
 			 * Only ids up to what was loaded at start (done_ahead, parked rows)
 			 * can be delivered or queued already; later ones are new.
 			 */
-			if (id <= ep->loaded_upto &&
-				(ids_contains(ep->done, ep->ndone, id) || queue_contains(ep, id)))
-				continue;
-			queue_insert(ep, pending_new(ep, id, tup, 2));
+			wanted = topic_matches(ep->patterns, spi_text(tup, 2)) &&
+				!(id <= ep->loaded_upto &&
+				  (ids_contains(ep->done, ep->ndone, id) || queue_contains(ep, id)));
+			/* the window is full: read on from this message later */
+			if (wanted && !endpoint_has_room(ep))
+			{
+				full = true;
+				break;
+			}
+			if (wanted)
+				queue_insert(ep, pending_new(ep, id, tup, 2));
+			ep->fetched = id;
 		}
-		ep->want_fetch = (n == FETCH_BATCH && i == n);
+		ep->want_fetch = full || (n == FETCH_BATCH && i == n);
 		if (ep->refetch_at == 0)
 			ep->refetch_ms = 0;
 		ep->dirty = true;		/* the cursor may pass non-matching messages */
