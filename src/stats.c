@@ -99,6 +99,7 @@ outbox_stat_endpoints(PG_FUNCTION_ARGS)
 		values[10] = stats_time(s->last_failure_at, &nulls[10]);
 		values[11] = Int32GetDatum(s->last_http_status);
 		nulls[11] = (s->last_failure_at == 0);
+		redact_error_for_caller(s->last_error);
 		values[12] = CStringGetTextDatum(s->last_error);
 		nulls[12] = (s->last_error[0] == '\0');
 		values[13] = stats_quantile(s->latencies, s->nlatencies, 0.50, &nulls[13]);
@@ -136,16 +137,21 @@ stats_oldest_xid_holder(int *pid, TimestampTz *since)
 	}
 }
 
-/* outbox._stat_workers(): every relay slot of the cluster. */
+/*
+ * outbox._stat_workers(): every relay slot of the cluster, and the databases
+ * waiting for one (state "no_slot").
+ */
 Datum
 outbox_stat_workers(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	static const char *const states[] = {
-		"none", "starting", "running", "no_extension", "backoff", "needs_update"
+		"none", "starting", "running", "no_extension", "backoff", "needs_update", "no_slot"
 	};
 	RelaySlot  *copy;
 	int			nslots;
+	Oid			waiting[OUTBOX_MAX_WAITING];
+	int			nwaiting;
 	int			blocker_pid;
 	TimestampTz blocker_since;
 
@@ -158,6 +164,8 @@ outbox_stat_workers(PG_FUNCTION_ARGS)
 	copy = palloc(sizeof(RelaySlot) * nslots);
 	LWLockAcquire(outbox_shmem->lock, LW_SHARED);
 	memcpy(copy, outbox_shmem->slots, sizeof(RelaySlot) * nslots);
+	nwaiting = outbox_shmem->nwaiting;
+	memcpy(waiting, outbox_shmem->waiting, sizeof(Oid) * nwaiting);
 	LWLockRelease(outbox_shmem->lock);
 
 	for (int i = 0; i < nslots; i++)
@@ -182,6 +190,20 @@ outbox_stat_workers(PG_FUNCTION_ARGS)
 		nulls[8] = !blocked || blocker_pid == 0;
 		values[9] = stats_time(blocker_since, &nulls[9]);
 		nulls[9] = nulls[9] || !blocked || blocker_pid == 0;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+
+	/* databases with the extension that outbox.max_databases left without a relay */
+	for (int i = 0; i < nwaiting; i++)
+	{
+		Datum		values[10] = {0};
+		bool		nulls[10];
+
+		memset(nulls, true, sizeof(nulls));
+		values[0] = ObjectIdGetDatum(waiting[i]);
+		nulls[0] = false;
+		values[2] = CStringGetTextDatum(states[RELAY_NO_SLOT]);
+		nulls[2] = false;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
