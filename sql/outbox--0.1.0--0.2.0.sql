@@ -283,7 +283,8 @@ COMMENT ON VIEW outbox.stat_endpoints IS
  * Issue 8 review (input checks and subscription isolation): a subscription
  * may belong to a consumer role, whose privileges poll and ack require
  * (src/subscription.c); names of endpoints, projections and subscriptions
- * and topic patterns without control characters; topics one-dimensional.
+ * and topic patterns without control characters; topics one-dimensional;
+ * header values without control characters but tab (src/validate.c).
  */
 CREATE OR REPLACE FUNCTION outbox._check_topics(topics text[]) RETURNS text[]
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -456,6 +457,13 @@ CREATE OR REPLACE VIEW outbox.stat_subscriptions AS
                              AND outbox._topic_matches(m.topic, s.topics)) u;
 COMMENT ON VIEW outbox.stat_subscriptions IS
     'one row per subscription: its position, the matching messages not acknowledged yet, the age of the oldest, and its consumer role (NULL: shared)';
+
+COMMENT ON FUNCTION outbox._check_headers(jsonb) IS
+    'private: an endpoint''s headers (22023 otherwise): HTTP token names, each once, non-empty string values without control characters but tab, none that outbox sets or that governs the connection (src/validate.c)';
+COMMENT ON FUNCTION outbox.poll(text, int) IS
+    'the next matching messages after the subscription''s acknowledged position, in id order, gap-free; the same ones again until acknowledged (42501 without the privileges of its consumer role, if it has one)';
+COMMENT ON FUNCTION outbox.ack(text, bigint) IS
+    'acknowledge every message up to and including message_id (22023 if beyond what poll could have returned; backwards changes nothing; 42501 without the privileges of the subscription''s consumer role, if it has one)';
 
 REVOKE ALL ON FUNCTION
     outbox._check_name(text, text),

@@ -482,7 +482,7 @@ COMMENT ON FUNCTION outbox.redeliver(bigint, text) IS
 CREATE FUNCTION outbox._check_headers(headers jsonb) RETURNS void
     AS 'MODULE_PATHNAME', 'outbox_check_headers_sql' LANGUAGE C IMMUTABLE;
 COMMENT ON FUNCTION outbox._check_headers(jsonb) IS
-    'private: an endpoint''s headers (22023 otherwise): HTTP token names, each once, non-empty string values without line breaks, none that outbox sets or that governs the connection (src/validate.c)';
+    'private: an endpoint''s headers (22023 otherwise): HTTP token names, each once, non-empty string values without control characters but tab, none that outbox sets or that governs the connection (src/validate.c)';
 
 /* ------------------------------------------------------------------------
  * Monitoring
@@ -699,12 +699,12 @@ CREATE FUNCTION outbox.poll(subscription text, max_count int DEFAULT 100)
     RETURNS SETOF outbox.messages
     AS 'MODULE_PATHNAME', 'outbox_poll' LANGUAGE C STABLE PARALLEL SAFE;
 COMMENT ON FUNCTION outbox.poll(text, int) IS
-    'the next matching messages after the subscription''s acknowledged position, in id order, gap-free; the same ones again until acknowledged';
+    'the next matching messages after the subscription''s acknowledged position, in id order, gap-free; the same ones again until acknowledged (42501 without the privileges of its consumer role, if it has one)';
 
 CREATE FUNCTION outbox.ack(subscription text, message_id bigint) RETURNS void
     AS 'MODULE_PATHNAME', 'outbox_ack' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION outbox.ack(text, bigint) IS
-    'acknowledge every message up to and including message_id (22023 if beyond what poll could have returned; backwards changes nothing)';
+    'acknowledge every message up to and including message_id (22023 if beyond what poll could have returned; backwards changes nothing; 42501 without the privileges of the subscription''s consumer role, if it has one)';
 
 CREATE VIEW outbox.stat_subscriptions AS
     SELECT s.name, s.topics, s.acked_id, u.lag_messages,

@@ -189,6 +189,14 @@ outbox_ack(PG_FUNCTION_ARGS)
 	horizon = gapless_horizon();
 	outbox_spi_begin(&spi);
 	args[0] = CStringGetTextDatum(name);
+	/*
+	 * Check before locking: a caller refused would otherwise hold the row
+	 * lock until its (aborted) transaction ends, and block the consumer's
+	 * acks.  Again after: the row may have been dropped and created anew.
+	 */
+	if (outbox_spi_run(&plan_subscription, args, NULL, false, 1, SPI_OK_SELECT) == 0)
+		subscription_missing(name);
+	subscription_check_consumer(name, 3, caller);
 	if (outbox_spi_run(&plan_lock_subscription, args, NULL, false, 1, SPI_OK_SELECT) == 0)
 		subscription_missing(name);
 	subscription_check_consumer(name, 2, caller);
