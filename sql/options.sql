@@ -57,6 +57,19 @@ SELECT regress.try($$SELECT outbox.publish('t', '{}', NULL, '{"Trailer": "x"}')$
 SELECT regress.try($$SELECT outbox.publish('t', '{}', NULL, '{"x-trace": "  "}')$$) AS blank_value;
 SELECT regress.try($$SELECT outbox.publish('t', '{}', NULL, '{"X-Trace": "a", "x-trace": "b"}')$$) AS twice;
 SELECT regress.try($$SELECT outbox.publish('t', '{}', NULL, '{"X-Trace": "a", "X-Tenant": "b"}')$$) AS fine;
+-- the client's address and proxy routing hints are the endpoint's too
+SELECT h AS header, regress.try(format('SELECT outbox.publish(%L, %L, NULL, %L)', 't', '{}',
+                                       jsonb_build_object(h, 'x')))
+  FROM unnest('{Via, True-Client-IP, CF-Connecting-IP, X-Client-IP, X-Original-URL,
+               X-Rewrite-URL, X-HTTP-Method-Override, X-Forwarded-Host}'::text[]) h;
+-- no control character in a value but a tab, from a message or an endpoint
+SELECT c AS code, regress.try(format('SELECT outbox.publish(%L, %L, NULL, %L)', 't', '{}',
+                                     jsonb_build_object('X-Trace', 'a' || chr(c) || 'b')))
+  FROM unnest('{1, 9, 11, 27, 31, 127}'::int[]) c;
+SELECT regress.try($$SELECT outbox.alter_endpoint('opt', '{"headers": {"X-Env": "a\u000bb"}}')$$) AS endpoint_control;
+SELECT regress.try($$SELECT outbox.alter_endpoint('opt', '{"headers": {"Via": "1.1 gw", "X-Env": "a\tb"}}')$$) AS endpoint_via_tab;
+-- header names are ASCII tokens, whatever the locale
+SELECT regress.try($$SELECT outbox.publish('t', '{}', NULL, '{"X-\u00e9t\u00e9": "1"}')$$) AS non_ascii_name;
 -- an endpoint's own headers may carry credentials, not what outbox sets
 SELECT regress.try($$SELECT outbox.alter_endpoint('opt', '{"headers": {"Authorization": "Bearer t", "Cookie": "s=1", "User-Agent": "acme"}}')$$) AS endpoint_credentials;
 SELECT regress.try($$SELECT outbox.alter_endpoint('opt', '{"headers": {"Keep-Alive": "5"}}')$$) AS endpoint_hop_by_hop;

@@ -340,9 +340,61 @@ COMMENT ON VIEW outbox.stat_endpoints IS
     'per endpoint: state, backlog, counters since the relay started, last outcome, commit-to-delivery latency over the last 256 deliveries; the full url and response bodies in last_error for outbox_admin only';
 
 /*
- * Security review, schema squatting: every call of an outbox function with
- * typed arguments only (no untyped literal, no default filled in).
+ * Issue 8 review (input checks and subscription isolation): a subscription
+ * may belong to a consumer role, whose privileges poll and ack require
+ * (src/subscription.c); names of endpoints, projections and subscriptions
+ * and topic patterns without control characters; topics one-dimensional;
+ * header values without control characters but tab (src/validate.c).
  */
+CREATE OR REPLACE FUNCTION outbox._check_topics(topics text[]) RETURNS text[]
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p text;
+BEGIN
+    IF topics IS NULL THEN
+        RAISE EXCEPTION 'topics must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF cardinality(topics) = 0 THEN
+        RAISE EXCEPTION 'topics must not be empty' USING ERRCODE = '22023',
+            HINT = 'Use ''{*}'' for every topic.';
+    ELSIF array_ndims(topics) > 1 THEN
+        RAISE EXCEPTION 'topics must be a one-dimensional array' USING ERRCODE = '22023';
+    END IF;
+    FOREACH p IN ARRAY topics LOOP
+        IF p IS NULL THEN
+            RAISE EXCEPTION 'topic patterns must not be null' USING ERRCODE = '22004';
+        ELSIF p = '' THEN
+            RAISE EXCEPTION 'topic patterns must not be empty' USING ERRCODE = '22023';
+        ELSIF octet_length(p) > 255 THEN
+            RAISE EXCEPTION 'topic pattern is too long' USING ERRCODE = '22001',
+                DETAIL = format('It is %s bytes long; the limit is 255 bytes.', octet_length(p));
+        ELSIF p ~ '[\x01-\x1f\x7f]' THEN
+            RAISE EXCEPTION 'topic patterns must not contain control characters' USING ERRCODE = '22023';
+        ELSIF strpos(rtrim(p, '*'), '*') > 0 OR p LIKE '%**' THEN
+            RAISE EXCEPTION 'invalid topic pattern "%"', p USING ERRCODE = '22023',
+                DETAIL = 'A pattern is an exact topic, "*", or a prefix ending in "*" such as "orders.*".';
+        END IF;
+    END LOOP;
+    RETURN topics;
+END
+$$;
+
+CREATE FUNCTION outbox._check_name(kind text, name text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF name IS NULL THEN
+        RAISE EXCEPTION '% name must not be null', kind USING ERRCODE = '22004';
+    ELSIF name = '' OR octet_length(name) > 255 THEN
+        RAISE EXCEPTION '% name must be 1 to 255 bytes long', kind USING ERRCODE = '22023';
+    ELSIF name ~ '[\x01-\x1f\x7f]' THEN
+        -- names end up in log lines, errors and metrics labels
+        RAISE EXCEPTION '% name must not contain control characters', kind USING ERRCODE = '22023';
+    END IF;
+    RETURN name;
+END
+$$;
+COMMENT ON FUNCTION outbox._check_name(text, text) IS
+    'private: validates an endpoint''s, projection''s or subscription''s name (22004, 22023)';
 
 CREATE OR REPLACE FUNCTION outbox.create_endpoint(name text, url text, topics text[] DEFAULT '{*}',
                                        secret text DEFAULT NULL, headers jsonb DEFAULT '{}',
@@ -350,11 +402,8 @@ CREATE OR REPLACE FUNCTION outbox.create_endpoint(name text, url text, topics te
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF name IS NULL THEN
-        RAISE EXCEPTION 'endpoint name must not be null' USING ERRCODE = '22004';
-    ELSIF name = '' OR octet_length(name) > 255 THEN
-        RAISE EXCEPTION 'endpoint name must be 1 to 255 bytes long' USING ERRCODE = '22023';
-    ELSIF url IS NULL THEN
+    PERFORM outbox._check_name('endpoint'::text, name);
+    IF url IS NULL THEN
         RAISE EXCEPTION 'url must not be null' USING ERRCODE = '22004';
     ELSIF headers IS NULL THEN
         RAISE EXCEPTION 'headers must not be null' USING ERRCODE = '22004';
@@ -373,6 +422,120 @@ BEGIN
     PERFORM outbox._notify_relay();
 END
 $$;
+
+CREATE OR REPLACE FUNCTION outbox._create_projection(name text, handler regprocedure, event_types text[],
+                                          stream_prefix text, mode text, reset regprocedure,
+                                          options jsonb, run_as name)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM outbox._check_name('projection'::text, name);
+    IF handler IS NULL THEN
+        RAISE EXCEPTION 'handler must not be null' USING ERRCODE = '22004';
+    ELSIF mode IS NULL THEN
+        RAISE EXCEPTION 'mode must not be null' USING ERRCODE = '22004';
+    ELSIF mode NOT IN ('inline', 'async') THEN
+        RAISE EXCEPTION 'mode must be ''inline'' or ''async'', not "%"', mode USING ERRCODE = '22023';
+    ELSIF cardinality(event_types) = 0 THEN
+        RAISE EXCEPTION 'event_types must not be empty' USING ERRCODE = '22023',
+            HINT = 'Pass NULL for every event type.';
+    ELSIF array_position(event_types, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'event_types must not contain nulls' USING ERRCODE = '22004';
+    ELSIF stream_prefix = '' OR octet_length(stream_prefix) > 255 THEN
+        RAISE EXCEPTION 'stream_prefix must be 1 to 255 bytes long' USING ERRCODE = '22023',
+            HINT = 'Pass NULL for every stream.';
+    ELSIF EXISTS (SELECT FROM outbox._projections p WHERE p.name = _create_projection.name) THEN
+        RAISE EXCEPTION 'projection "%" already exists', name USING ERRCODE = '42710';
+    END IF;
+    -- inline: appends see it; async: no append in flight misses waking the relay
+    PERFORM outbox._lock_events();
+    INSERT INTO outbox._projections (name, handler, reset, event_types, stream_prefix, mode, run_as, options)
+    VALUES (name,
+            outbox._check_projection_function(handler, run_as, 'handler'::text, 'outbox.events'::regtype),
+            outbox._check_projection_function(reset, run_as, 'reset function'::text, NULL::regtype),
+            event_types, stream_prefix, mode, run_as,
+            outbox._projection_options(options));
+    PERFORM outbox._projections_changed();
+END
+$$;
+
+ALTER TABLE outbox._subscriptions ADD COLUMN consumer name;
+COMMENT ON COLUMN outbox._subscriptions.consumer IS
+    'private: the role whose privileges poll and ack require (by name, so that dumps restore it; a dropped role leaves it to superusers), or NULL: shared by every outbox_reader';
+
+CREATE FUNCTION outbox._create_subscription(name text, topics text[], consumer name)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM outbox._check_name('subscription'::text, name);
+    -- like an endpoint: the messages above the sequence's current value are
+    -- the ones published after the subscription was created
+    INSERT INTO outbox._subscriptions (name, topics, acked_id, consumer)
+    SELECT _create_subscription.name, outbox._check_topics(topics),
+           CASE WHEN s.is_called THEN s.last_value ELSE 0 END, consumer
+      FROM outbox._messages_id_seq s
+    ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription "%" already exists', name USING ERRCODE = '42710';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION outbox._create_subscription(text, text[], name) IS
+    'private: both outbox.create_subscription functions (granted to no one)';
+
+CREATE OR REPLACE FUNCTION outbox.create_subscription(name text, topics text[] DEFAULT '{*}')
+RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT outbox._create_subscription(name, topics, NULL::name) $$;
+COMMENT ON FUNCTION outbox.create_subscription(text, text[]) IS
+    'create a pull consumer shared by every outbox_reader: outbox.poll() returns every message published from now on whose topic matches, until outbox.ack() acknowledges it';
+
+CREATE FUNCTION outbox.create_subscription(name text, topics text[], consumer name)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF consumer IS NULL THEN
+        RAISE EXCEPTION 'consumer must not be null' USING ERRCODE = '22004',
+            HINT = 'Leave out consumer for a subscription every outbox_reader may use.';
+    ELSIF NOT EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.rolname = consumer) THEN
+        RAISE EXCEPTION 'role "%" does not exist', consumer USING ERRCODE = '42704';
+    END IF;
+    PERFORM outbox._create_subscription(name, topics, consumer);
+END
+$$;
+COMMENT ON FUNCTION outbox.create_subscription(text, text[], name) IS
+    'create a pull consumer of one role: only roles with its privileges may outbox.poll() and outbox.ack() it';
+
+CREATE OR REPLACE VIEW outbox.stat_subscriptions AS
+    SELECT s.name, s.topics, s.acked_id, u.lag_messages,
+           now() - u.oldest_unacked AS oldest_unacked_age,
+           s.created_at, s.acked_at, s.consumer
+      FROM outbox._subscriptions s
+      CROSS JOIN LATERAL (SELECT count(*) AS lag_messages, min(m.created_at) AS oldest_unacked
+                            FROM outbox._messages m
+                           WHERE m.id > s.acked_id
+                             AND outbox._topic_matches(m.topic, s.topics)) u;
+COMMENT ON VIEW outbox.stat_subscriptions IS
+    'one row per subscription: its position, the matching messages not acknowledged yet, the age of the oldest, and its consumer role (NULL: shared)';
+
+COMMENT ON FUNCTION outbox._check_headers(jsonb) IS
+    'private: an endpoint''s headers (22023 otherwise): HTTP token names, each once, non-empty string values without control characters but tab, none that outbox sets or that governs the connection (src/validate.c)';
+COMMENT ON FUNCTION outbox.poll(text, int) IS
+    'the next matching messages after the subscription''s acknowledged position, in id order, gap-free; the same ones again until acknowledged (42501 without the privileges of its consumer role, if it has one)';
+COMMENT ON FUNCTION outbox.ack(text, bigint) IS
+    'acknowledge every message up to and including message_id (22023 if beyond what poll could have returned; backwards changes nothing; 42501 without the privileges of the subscription''s consumer role, if it has one)';
+
+REVOKE ALL ON FUNCTION
+    outbox._check_name(text, text),
+    outbox._create_subscription(text, text[], name),
+    outbox.create_subscription(text, text[], name)
+FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION outbox.create_subscription(text, text[], name) TO outbox_admin;
+
+/*
+ * Security review, schema squatting: every call of an outbox function with
+ * typed arguments only (no untyped literal, no default filled in).
+ */
 
 CREATE OR REPLACE FUNCTION outbox.alter_endpoint(name text, changes jsonb) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$

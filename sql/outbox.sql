@@ -283,6 +283,8 @@ BEGIN
     IF cardinality(topics) = 0 THEN
         RAISE EXCEPTION 'topics must not be empty' USING ERRCODE = '22023',
             HINT = 'Use ''{*}'' for every topic.';
+    ELSIF array_ndims(topics) > 1 THEN
+        RAISE EXCEPTION 'topics must be a one-dimensional array' USING ERRCODE = '22023';
     END IF;
     FOREACH p IN ARRAY topics LOOP
         IF p IS NULL THEN
@@ -292,6 +294,8 @@ BEGIN
         ELSIF octet_length(p) > 255 THEN
             RAISE EXCEPTION 'topic pattern is too long' USING ERRCODE = '22001',
                 DETAIL = format('It is %s bytes long; the limit is 255 bytes.', octet_length(p));
+        ELSIF p ~ '[\x01-\x1f\x7f]' THEN
+            RAISE EXCEPTION 'topic patterns must not contain control characters' USING ERRCODE = '22023';
         ELSIF strpos(rtrim(p, '*'), '*') > 0 OR p LIKE '%**' THEN
             RAISE EXCEPTION 'invalid topic pattern "%"', p USING ERRCODE = '22023',
                 DETAIL = 'A pattern is an exact topic, "*", or a prefix ending in "*" such as "orders.*".';
@@ -301,6 +305,23 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION outbox._check_topics(text[]) IS 'private: validates topic patterns (22004, 22023, 22001)';
+
+CREATE FUNCTION outbox._check_name(kind text, name text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF name IS NULL THEN
+        RAISE EXCEPTION '% name must not be null', kind USING ERRCODE = '22004';
+    ELSIF name = '' OR octet_length(name) > 255 THEN
+        RAISE EXCEPTION '% name must be 1 to 255 bytes long', kind USING ERRCODE = '22023';
+    ELSIF name ~ '[\x01-\x1f\x7f]' THEN
+        -- names end up in log lines, errors and metrics labels
+        RAISE EXCEPTION '% name must not contain control characters', kind USING ERRCODE = '22023';
+    END IF;
+    RETURN name;
+END
+$$;
+COMMENT ON FUNCTION outbox._check_name(text, text) IS
+    'private: validates an endpoint''s, projection''s or subscription''s name (22004, 22023)';
 
 CREATE FUNCTION outbox._check_secret(secret text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -387,11 +408,8 @@ CREATE FUNCTION outbox.create_endpoint(name text, url text, topics text[] DEFAUL
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF name IS NULL THEN
-        RAISE EXCEPTION 'endpoint name must not be null' USING ERRCODE = '22004';
-    ELSIF name = '' OR octet_length(name) > 255 THEN
-        RAISE EXCEPTION 'endpoint name must be 1 to 255 bytes long' USING ERRCODE = '22023';
-    ELSIF url IS NULL THEN
+    PERFORM outbox._check_name('endpoint'::text, name);
+    IF url IS NULL THEN
         RAISE EXCEPTION 'url must not be null' USING ERRCODE = '22004';
     ELSIF headers IS NULL THEN
         RAISE EXCEPTION 'headers must not be null' USING ERRCODE = '22004';
@@ -513,7 +531,7 @@ COMMENT ON FUNCTION outbox.redeliver(bigint, text) IS
 CREATE FUNCTION outbox._check_headers(headers jsonb) RETURNS void
     AS 'MODULE_PATHNAME', 'outbox_check_headers_sql' LANGUAGE C IMMUTABLE;
 COMMENT ON FUNCTION outbox._check_headers(jsonb) IS
-    'private: an endpoint''s headers (22023 otherwise): HTTP token names, each once, non-empty string values without line breaks, none that outbox sets or that governs the connection (src/validate.c)';
+    'private: an endpoint''s headers (22023 otherwise): HTTP token names, each once, non-empty string values without control characters but tab, none that outbox sets or that governs the connection (src/validate.c)';
 
 /* ------------------------------------------------------------------------
  * Monitoring
@@ -654,10 +672,13 @@ CREATE TABLE outbox._subscriptions (
     topics     text[] NOT NULL,
     acked_id   bigint NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
-    acked_at   timestamptz
+    acked_at   timestamptz,
+    consumer   name
 );
 COMMENT ON TABLE outbox._subscriptions IS
     'private: pull consumers (outbox.poll, outbox.ack); every matching message with id > acked_id is kept by retention';
+COMMENT ON COLUMN outbox._subscriptions.consumer IS
+    'private: the role whose privileges poll and ack require (by name, so that dumps restore it; a dropped role leaves it to superusers), or NULL: shared by every outbox_reader';
 SELECT pg_catalog.pg_extension_config_dump('outbox._subscriptions', '');
 
 CREATE FUNCTION outbox._topic_matches(topic text, patterns text[]) RETURNS boolean
@@ -665,20 +686,16 @@ CREATE FUNCTION outbox._topic_matches(topic text, patterns text[]) RETURNS boole
 COMMENT ON FUNCTION outbox._topic_matches(text, text[]) IS
     'private: does the topic match one of the patterns (an exact topic, "*", or a prefix ending in "*"), as for endpoints';
 
-CREATE FUNCTION outbox.create_subscription(name text, topics text[] DEFAULT '{*}')
+CREATE FUNCTION outbox._create_subscription(name text, topics text[], consumer name)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF name IS NULL THEN
-        RAISE EXCEPTION 'subscription name must not be null' USING ERRCODE = '22004';
-    ELSIF name = '' OR octet_length(name) > 255 THEN
-        RAISE EXCEPTION 'subscription name must be 1 to 255 bytes long' USING ERRCODE = '22023';
-    END IF;
+    PERFORM outbox._check_name('subscription'::text, name);
     -- like an endpoint: the messages above the sequence's current value are
     -- the ones published after the subscription was created
-    INSERT INTO outbox._subscriptions (name, topics, acked_id)
-    SELECT create_subscription.name, outbox._check_topics(topics),
-           CASE WHEN s.is_called THEN s.last_value ELSE 0 END
+    INSERT INTO outbox._subscriptions (name, topics, acked_id, consumer)
+    SELECT _create_subscription.name, outbox._check_topics(topics),
+           CASE WHEN s.is_called THEN s.last_value ELSE 0 END, consumer
       FROM outbox._messages_id_seq s
     ON CONFLICT DO NOTHING;
     IF NOT FOUND THEN
@@ -686,8 +703,31 @@ BEGIN
     END IF;
 END
 $$;
+COMMENT ON FUNCTION outbox._create_subscription(text, text[], name) IS
+    'private: both outbox.create_subscription functions (granted to no one)';
+
+CREATE FUNCTION outbox.create_subscription(name text, topics text[] DEFAULT '{*}')
+RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT outbox._create_subscription(name, topics, NULL::name) $$;
 COMMENT ON FUNCTION outbox.create_subscription(text, text[]) IS
-    'create a pull consumer: outbox.poll() returns every message published from now on whose topic matches, until outbox.ack() acknowledges it';
+    'create a pull consumer shared by every outbox_reader: outbox.poll() returns every message published from now on whose topic matches, until outbox.ack() acknowledges it';
+
+CREATE FUNCTION outbox.create_subscription(name text, topics text[], consumer name)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF consumer IS NULL THEN
+        RAISE EXCEPTION 'consumer must not be null' USING ERRCODE = '22004',
+            HINT = 'Leave out consumer for a subscription every outbox_reader may use.';
+    ELSIF NOT EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.rolname = consumer) THEN
+        RAISE EXCEPTION 'role "%" does not exist', consumer USING ERRCODE = '42704';
+    END IF;
+    PERFORM outbox._create_subscription(name, topics, consumer);
+END
+$$;
+COMMENT ON FUNCTION outbox.create_subscription(text, text[], name) IS
+    'create a pull consumer of one role: only roles with its privileges may outbox.poll() and outbox.ack() it';
 
 CREATE FUNCTION outbox.drop_subscription(name text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -708,24 +748,24 @@ CREATE FUNCTION outbox.poll(subscription text, max_count int DEFAULT 100)
     RETURNS SETOF outbox.messages
     AS 'MODULE_PATHNAME', 'outbox_poll' LANGUAGE C STABLE PARALLEL SAFE;
 COMMENT ON FUNCTION outbox.poll(text, int) IS
-    'the next matching messages after the subscription''s acknowledged position, in id order, gap-free; the same ones again until acknowledged';
+    'the next matching messages after the subscription''s acknowledged position, in id order, gap-free; the same ones again until acknowledged (42501 without the privileges of its consumer role, if it has one)';
 
 CREATE FUNCTION outbox.ack(subscription text, message_id bigint) RETURNS void
     AS 'MODULE_PATHNAME', 'outbox_ack' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION outbox.ack(text, bigint) IS
-    'acknowledge every message up to and including message_id (22023 if beyond what poll could have returned; backwards changes nothing)';
+    'acknowledge every message up to and including message_id (22023 if beyond what poll could have returned; backwards changes nothing; 42501 without the privileges of the subscription''s consumer role, if it has one)';
 
 CREATE VIEW outbox.stat_subscriptions AS
     SELECT s.name, s.topics, s.acked_id, u.lag_messages,
            now() - u.oldest_unacked AS oldest_unacked_age,
-           s.created_at, s.acked_at
+           s.created_at, s.acked_at, s.consumer
       FROM outbox._subscriptions s
       CROSS JOIN LATERAL (SELECT count(*) AS lag_messages, min(m.created_at) AS oldest_unacked
                             FROM outbox._messages m
                            WHERE m.id > s.acked_id
                              AND outbox._topic_matches(m.topic, s.topics)) u;
 COMMENT ON VIEW outbox.stat_subscriptions IS
-    'one row per subscription: its position, the matching messages not acknowledged yet and the age of the oldest';
+    'one row per subscription: its position, the matching messages not acknowledged yet, the age of the oldest, and its consumer role (NULL: shared)';
 
 CREATE FUNCTION outbox._forbid_change()
     RETURNS trigger
@@ -829,11 +869,8 @@ CREATE FUNCTION outbox._create_projection(name text, handler regprocedure, event
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF name IS NULL THEN
-        RAISE EXCEPTION 'projection name must not be null' USING ERRCODE = '22004';
-    ELSIF name = '' OR octet_length(name) > 255 THEN
-        RAISE EXCEPTION 'projection name must be 1 to 255 bytes long' USING ERRCODE = '22023';
-    ELSIF handler IS NULL THEN
+    PERFORM outbox._check_name('projection'::text, name);
+    IF handler IS NULL THEN
         RAISE EXCEPTION 'handler must not be null' USING ERRCODE = '22004';
     ELSIF mode IS NULL THEN
         RAISE EXCEPTION 'mode must not be null' USING ERRCODE = '22004';
@@ -1079,6 +1116,7 @@ GRANT EXECUTE ON FUNCTION outbox._shown_url(text), outbox._shown_error(text) TO 
 
 GRANT EXECUTE ON FUNCTION
     outbox.create_subscription(text, text[]),
+    outbox.create_subscription(text, text[], name),
     outbox.drop_subscription(text)
 TO outbox_admin;
 GRANT EXECUTE ON FUNCTION

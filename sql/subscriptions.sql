@@ -12,6 +12,15 @@ SELECT regress.try($$SELECT outbox.create_subscription('s', NULL)$$) AS null_top
 SELECT regress.try($$SELECT outbox.create_subscription('s', '{}')$$) AS no_topics;
 SELECT regress.try($$SELECT outbox.create_subscription('s', '{NULL}')$$) AS null_pattern;
 SELECT regress.try($$SELECT outbox.create_subscription('s', '{"a*b"}')$$) AS bad_pattern;
+SELECT regress.try($$SELECT outbox.create_subscription('s', '{{a,b},{c,d}}')$$) AS two_dimensional;
+SELECT regress.try($$SELECT outbox.create_subscription(E's\nx')$$) AS newline_name;
+SELECT regress.try($$SELECT outbox.create_subscription(E's\x01', '{*}', 'outbox_reader')$$) AS control_name;
+SELECT regress.try($$SELECT outbox.create_subscription('s', ARRAY[E'a\x7f'])$$) AS control_pattern;
+-- the same checks for endpoints and projections
+SELECT regress.try($$SELECT outbox.create_endpoint(E'e\rx', 'https://x.example.com')$$) AS endpoint_control_name;
+SELECT regress.try($$SELECT outbox.create_endpoint('e', 'https://x.example.com', '{{a},{b}}')$$) AS endpoint_two_dimensional;
+SELECT regress.try($$SELECT outbox.create_projection(E'p\x1b', 'now()')$$) AS projection_control_name;
+SELECT count(*) AS none_created FROM outbox._subscriptions;
 
 SELECT outbox.create_subscription('sub-a', '{"sub.a.*"}');
 SELECT outbox.create_subscription('sub-all');
@@ -108,6 +117,39 @@ SELECT regress.try($$SELECT outbox.create_subscription('by-admin', '{"x", "y.*"}
 SELECT regress.try($$SELECT count(*) FROM outbox.poll('by-admin')$$) AS admin_poll;
 SELECT regress.try($$SELECT outbox.drop_subscription('by-admin')$$) AS admin_drop;
 RESET ROLE;
+
+-- A subscription of a consumer role: only roles with its privileges may
+-- poll and ack it (42501); another team's reader cannot skip its messages.
+CREATE ROLE regress_sub_billing LOGIN IN ROLE outbox_reader;
+CREATE ROLE regress_sub_billing_member LOGIN IN ROLE regress_sub_billing, outbox_reader;
+SELECT regress.try($$SELECT outbox.create_subscription('billing', '{"sub.a.*"}', 'regress_sub_nosuch')$$) AS unknown_role;
+SELECT regress.try($$SELECT outbox.create_subscription('billing', '{"sub.a.*"}', NULL)$$) AS null_role;
+SET ROLE regress_sub_admin;
+SELECT outbox.create_subscription('billing', '{"sub.a.*"}', 'regress_sub_billing');
+SELECT outbox.create_subscription('billing-named', consumer => 'regress_sub_billing', topics => '{*}');
+RESET ROLE;
+SELECT outbox.publish('sub.a.5', '{"n": 6}') - :base AS a5;
+SET ROLE regress_sub_reader;
+SELECT regress.try($$SELECT count(*) FROM outbox.poll('billing')$$) AS other_poll;
+SELECT regress.try(format('SELECT outbox.ack(%L, %s)', 'billing', :base + 6)) AS other_ack;
+SELECT regress.try($$SELECT count(*) FROM outbox.poll('sub-a')$$) AS shared_poll;
+RESET ROLE;
+SET ROLE regress_sub_billing;
+SELECT id - :base AS id, topic FROM outbox.poll('billing');
+RESET ROLE;
+SET ROLE regress_sub_billing_member;
+SELECT outbox.ack('billing', :base + 6);
+RESET ROLE;
+SELECT name, acked_id - :base AS acked, consumer FROM outbox.stat_subscriptions ORDER BY name;
+-- its role dropped: superusers only
+DROP ROLE regress_sub_billing;
+SET ROLE regress_sub_billing_member;
+SELECT regress.try($$SELECT count(*) FROM outbox.poll('billing')$$) AS after_drop_member;
+RESET ROLE;
+SELECT count(*) AS superuser_polls FROM outbox.poll('billing');
+SELECT outbox.drop_subscription('billing');
+SELECT outbox.drop_subscription('billing-named');
+DROP ROLE regress_sub_billing_member;
 
 SELECT outbox.drop_subscription('sub-a');
 SELECT outbox.drop_subscription('sub-all');

@@ -17,6 +17,14 @@
  * could have returned: 22023.  The subscription's row is locked first, so
  * two consumers acknowledging at once serialise, and the later one only
  * ever moves acked_id forward.
+ *
+ * A subscription created with a consumer role belongs to it: poll and ack
+ * require that role's privileges (42501), so that no other team's reader
+ * can acknowledge, and retention then delete, messages it never saw.  The
+ * role is stored by name, as outbox._consumers does, so that a dump
+ * restores it; once it is dropped only superusers may use the
+ * subscription.  Without one, a subscription is shared by every
+ * outbox_reader, like read_messages.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -24,6 +32,8 @@
 #include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "access/transam.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/xid8.h"
@@ -35,7 +45,7 @@ PG_FUNCTION_INFO_V1(outbox_ack);
 PG_FUNCTION_INFO_V1(outbox_topic_matches_sql);
 
 static OutboxPlan plan_subscription = {
-	"SELECT acked_id, topics FROM outbox._subscriptions WHERE name = $1",
+	"SELECT acked_id, topics, consumer FROM outbox._subscriptions WHERE name = $1",
 	1, {TEXTOID}
 };
 static OutboxPlan plan_poll = {
@@ -44,7 +54,7 @@ static OutboxPlan plan_poll = {
 	3, {INT8OID, TEXTARRAYOID, INT4OID}
 };
 static OutboxPlan plan_lock_subscription = {
-	"SELECT acked_id FROM outbox._subscriptions WHERE name = $1 FOR UPDATE",
+	"SELECT acked_id, consumer FROM outbox._subscriptions WHERE name = $1 FOR UPDATE",
 	1, {TEXTOID}
 };
 /*
@@ -103,6 +113,32 @@ subscription_missing(const char *name)
 }
 
 /*
+ * May the caller poll and ack the subscription whose row SPI has just read
+ * (its consumer in column col)?  Yes if it has no consumer role, or the
+ * caller has that role's privileges; a dropped role, superusers only.  The
+ * caller is taken before outbox_spi_begin, which becomes the owner.
+ */
+static void
+subscription_check_consumer(const char *name, int col, Oid caller)
+{
+	bool		isnull;
+	Datum		consumer = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, col,
+										 &isnull);
+	Oid			role;
+
+	if (isnull)
+		return;
+	role = get_role_oid(NameStr(*DatumGetName(consumer)), true);
+	if (!(OidIsValid(role) ? has_privs_of_role(caller, role) : superuser_arg(caller)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("subscription \"%s\" belongs to role \"%s\"", name,
+						NameStr(*DatumGetName(consumer))),
+				 errdetail("Only roles with the privileges of a subscription's consumer role may poll and acknowledge it."),
+				 errhint("Create a subscription of your own, or ask for membership in that role.")));
+}
+
+/*
  * outbox.poll(subscription text, max_count int) returns setof outbox.messages
  *
  * Read-only, in the caller's snapshot.
@@ -112,6 +148,7 @@ outbox_poll(PG_FUNCTION_ARGS)
 {
 	char	   *name = outbox_arg_name(fcinfo, 0, "subscription");
 	int32		max_count = outbox_arg_count(fcinfo, 1, "max_count");
+	Oid			caller = GetUserId();
 	OutboxSpi	spi = OUTBOX_SPI_INIT;
 	Datum		args[3];
 	bool		isnull;
@@ -121,6 +158,7 @@ outbox_poll(PG_FUNCTION_ARGS)
 	args[0] = CStringGetTextDatum(name);
 	if (outbox_spi_run(&plan_subscription, args, NULL, true, 1, SPI_OK_SELECT) == 0)
 		subscription_missing(name);
+	subscription_check_consumer(name, 3, caller);
 	args[0] = Int64GetDatum(outbox_spi_getint64(1, NULL));
 	args[1] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 	args[2] = Int32GetDatum(max_count);
@@ -141,6 +179,7 @@ outbox_ack(PG_FUNCTION_ARGS)
 {
 	char	   *name = outbox_arg_name(fcinfo, 0, "subscription");
 	int64		id = outbox_arg_position(fcinfo, 1, "message_id");
+	Oid			caller = GetUserId();
 	FullTransactionId horizon;
 	OutboxSpi	spi = OUTBOX_SPI_INIT;
 	Datum		args[2];
@@ -150,8 +189,17 @@ outbox_ack(PG_FUNCTION_ARGS)
 	horizon = gapless_horizon();
 	outbox_spi_begin(&spi);
 	args[0] = CStringGetTextDatum(name);
+	/*
+	 * Check before locking: a caller refused would otherwise hold the row
+	 * lock until its (aborted) transaction ends, and block the consumer's
+	 * acks.  Again after: the row may have been dropped and created anew.
+	 */
+	if (outbox_spi_run(&plan_subscription, args, NULL, false, 1, SPI_OK_SELECT) == 0)
+		subscription_missing(name);
+	subscription_check_consumer(name, 3, caller);
 	if (outbox_spi_run(&plan_lock_subscription, args, NULL, false, 1, SPI_OK_SELECT) == 0)
 		subscription_missing(name);
+	subscription_check_consumer(name, 2, caller);
 	if (id > outbox_spi_getint64(1, NULL))
 	{
 		Datum		check[3];

@@ -165,11 +165,15 @@ outbox_check_message_size(Jsonb *payload, Jsonb *headers)
 						   OUTBOX_MAX_MESSAGE_TEXT, OUTBOX_MAX_BODY_BYTES)));
 }
 
-/* RFC 9110 token characters, allowed in header names. */
+/*
+ * RFC 9110 token characters, allowed in header names: ASCII only, whatever
+ * the server's locale (isalnum could accept a Latin-1 letter).
+ */
 static bool
 is_tchar(char c)
 {
-	return isalnum((unsigned char) c) || (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		(c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
 }
 
 /*
@@ -194,9 +198,11 @@ static const char *const connection_headers[] = {
 	"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
 	"upgrade", "expect"
 };
+/* credentials, the client's identity or address, and proxy routing hints */
 static const char *const endpoint_only_headers[] = {
 	"authorization", "proxy-authorization", "cookie", "forwarded", "x-real-ip",
-	"user-agent", "accept", "accept-encoding"
+	"user-agent", "accept", "accept-encoding", "via", "true-client-ip", "cf-connecting-ip",
+	"x-client-ip", "x-original-url", "x-rewrite-url", "x-http-method-override"
 };
 
 static bool
@@ -246,7 +252,9 @@ header_refuse(HeaderProblem *problem, char *message, const char *detail, const c
  * not, false and what is wrong in *problem.  The checks of create_endpoint,
  * alter_endpoint and publish, and the relay's filter of stored rows (which
  * may predate a rule): one rule for both.  Names must be HTTP tokens and
- * values free of CR and LF, so that no header can be smuggled in.
+ * values free of control characters but HTAB (RFC 9110 5.5), so that no
+ * header can be smuggled in and no receiver or proxy sees a value it may
+ * parse differently.
  */
 bool
 outbox_header_allowed(const char *name, int len, const JsonbValue *value, bool from_message,
@@ -271,12 +279,12 @@ outbox_header_allowed(const char *name, int len, const JsonbValue *value, bool f
 							 NULL, NULL);
 	for (int i = 0; i < value->val.string.len; i++)
 	{
-		char		c = value->val.string.val[i];
+		unsigned char c = value->val.string.val[i];
 
-		if (c == '\r' || c == '\n')
+		if ((c < 0x20 && c != '\t') || c == 0x7f)
 			return header_refuse(problem,
-								 psprintf("the value of header \"%.*s\" must not contain a line break", len, name),
-								 NULL, NULL);
+								 psprintf("the value of header \"%.*s\" must not contain control characters", len, name),
+								 "Only a tab may appear among the characters of a value.", NULL);
 		blank &= (c == ' ' || c == '\t');
 	}
 	if (blank)

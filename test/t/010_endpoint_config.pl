@@ -109,7 +109,8 @@ sql(q{BEGIN;
       SELECT outbox.publish('hdr', '{"seq": 1}', 'k', '{"X-Trace": "t-1"}');
       UPDATE outbox._messages SET headers = '{"authorization": "Bearer evil", "x-env": "evil",
           "User-Agent": "", "Cookie": "session=stolen", "X-Forwarded-For": "10.1.2.3",
-          "X-Trace": "t-1", "Content-Length": "0", "X-Bad\\r\\nX-Injected": "1"}'
+          "X-Trace": "t-1", "Content-Length": "0", "X-Bad\\r\\nX-Injected": "1",
+          "Via": "1.1 evil", "X-Ctl": "a\u000bb", "X-Del": "a\u007fb"}'
        WHERE id = (SELECT max(id) FROM outbox._messages);
       COMMIT});
 ok(wait_until(20, sub { arrived($rx, 'hdr') == 1 }), 'the message arrives');
@@ -119,6 +120,8 @@ is_deeply($h->{'x-env'}, ['test'], "the endpoint's other headers win too");
 is_deeply($h->{'user-agent'}, ['outbox/0.2.0'], 'an empty User-Agent does not remove it');
 ok(!exists $h->{cookie} && !exists $h->{'x-forwarded-for'}, 'no Cookie, no X-Forwarded-For');
 ok(!exists $h->{'x-injected'}, 'no header smuggled in through a stored name');
+ok(!exists $h->{via}, 'no Via: it speaks for the client');
+ok(!exists $h->{'x-ctl'} && !exists $h->{'x-del'}, 'no stored value with a control character');
 is(scalar(@{ $h->{'content-length'} }), 1, 'one Content-Length');
 is_deeply($h->{'x-trace'}, ['t-1'], "the message's own headers are sent");
 
