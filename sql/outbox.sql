@@ -495,10 +495,10 @@ CREATE FUNCTION outbox._stat_workers(
     OUT dboid oid, OUT pid int, OUT state text, OUT started_at timestamptz,
     OUT last_activity_at timestamptz, OUT loops bigint, OUT requests bigint,
     OUT horizon_blocked_since timestamptz, OUT horizon_blocking_pid int,
-    OUT horizon_blocking_since timestamptz)
+    OUT horizon_blocking_since timestamptz, OUT worker text)
 RETURNS SETOF record
     AS 'MODULE_PATHNAME', 'outbox_stat_workers' LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION outbox._stat_workers() IS 'private: every relay slot of the cluster, from shared memory';
+COMMENT ON FUNCTION outbox._stat_workers() IS 'private: every relay slot of the cluster and its projector, from shared memory';
 
 CREATE VIEW outbox.stat_endpoints AS
     SELECT e.name, e.url,
@@ -519,14 +519,14 @@ COMMENT ON VIEW outbox.stat_endpoints IS
     'per endpoint: state, backlog, counters since the relay started, last outcome, commit-to-delivery latency over the last 256 deliveries';
 
 CREATE VIEW outbox.stat_workers AS
-    SELECT d.datname AS database, w.pid, w.state, w.started_at, w.last_activity_at,
+    SELECT d.datname AS database, w.worker, w.pid, w.state, w.started_at, w.last_activity_at,
            w.loops, w.requests,
            now() - w.horizon_blocking_since AS horizon_age,
            w.horizon_blocking_pid, w.horizon_blocked_since
       FROM outbox._stat_workers() w
       JOIN pg_catalog.pg_database d ON d.oid = w.dboid;
 COMMENT ON VIEW outbox.stat_workers IS
-    'per relay: database, pid, state, activity, counters; while a running transaction holds delivery back, its age and pid';
+    'per relay, and per projector of async projections: database, pid, state, activity, counters; while a running transaction holds its reading back, its age and pid';
 
 CREATE FUNCTION outbox.metrics() RETURNS text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$

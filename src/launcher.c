@@ -19,7 +19,10 @@
  *
  * The launcher sleeps on its latch: woken by relays exiting (bgw_notify_pid),
  * by commits that need a relay, and otherwise every 60 s to notice new
- * databases.
+ * databases.  Its scan of pg_database may wait for a lock and so consume
+ * the latch: before sleeping it looks at the truth again (launcher_pending:
+ * the launcher_wanted flag, and whether a relay it started has exited).
+ * Each relay starts and restarts its database's projector (projector.c).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -224,6 +227,20 @@ launcher_step(void)
 	return sleep_ms;
 }
 
+/* Did a wake-up come while launcher_step ran (see the top)? */
+static bool
+launcher_pending(void)
+{
+	pid_t		pid;
+
+	if (pg_atomic_read_u32(&outbox_shmem->launcher_wanted) != 0 || ConfigReloadPending)
+		return true;
+	for (int i = 0; i < outbox_shmem->nslots; i++)
+		if (handles[i] != NULL && GetBackgroundWorkerPid(handles[i], &pid) == BGWH_STOPPED)
+			return true;
+	return false;
+}
+
 void
 outbox_launcher_main(Datum arg)
 {
@@ -242,11 +259,14 @@ outbox_launcher_main(Datum arg)
 
 	for (;;)
 	{
-		long		sleep_ms = launcher_step();
+		long		sleep_ms;
 
+		ResetLatch(MyLatch);
+		sleep_ms = launcher_step();
+		if (launcher_pending())
+			sleep_ms = 0;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 sleep_ms, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
@@ -259,10 +279,10 @@ outbox_launcher_main(Datum arg)
 /* ---- keeping relays out of the way of DROP DATABASE and friends ---- */
 
 /*
- * Stop the relay of a database and keep it stopped for a while: DROP
- * DATABASE, ALTER DATABASE RENAME / SET TABLESPACE and CREATE DATABASE ...
- * TEMPLATE all need the database free of other connections.  Waits (at most
- * 10 s) for the relay to exit; no lock is held while waiting.
+ * Stop the relay and the projector of a database and keep them stopped for
+ * a while: DROP DATABASE, ALTER DATABASE RENAME / SET TABLESPACE and CREATE
+ * DATABASE ... TEMPLATE all need the database free of other connections.
+ * Waits (at most 10 s) for both to exit; no lock is held while waiting.
  */
 static Oid
 launcher_hold_database(const char *dbname)
@@ -270,6 +290,7 @@ launcher_hold_database(const char *dbname)
 	Oid			dboid = get_database_oid(dbname, true);
 	RelaySlot  *slot;
 	pid_t		pid = 0;
+	pid_t		projector_pid = 0;
 
 	if (!OidIsValid(dboid) || outbox_shmem == NULL)
 		return InvalidOid;
@@ -281,18 +302,23 @@ launcher_hold_database(const char *dbname)
 	{
 		slot->hold_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), DROP_HOLD_MS);
 		pid = slot->pid;
+		projector_pid = slot->projector.pid;
 	}
 	LWLockRelease(outbox_shmem->lock);
-	if (pid == 0)
+	if (pid == 0 && projector_pid == 0)
 		return dboid;
 
-	kill(pid, SIGTERM);
+	/* the projector may be waiting in a handler: SIGTERM ends that too */
+	if (pid != 0)
+		kill(pid, SIGTERM);
+	if (projector_pid != 0)
+		kill(projector_pid, SIGTERM);
 	for (int i = 0; i < 1000; i++)
 	{
 		bool		gone;
 
 		LWLockAcquire(outbox_shmem->lock, LW_SHARED);
-		gone = slot->dboid != dboid || slot->pid == 0;
+		gone = slot->dboid != dboid || (slot->pid == 0 && slot->projector.pid == 0);
 		LWLockRelease(outbox_shmem->lock);
 		if (gone)
 			return dboid;

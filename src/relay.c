@@ -9,6 +9,7 @@
  * bumps the configuration generation through the object-access hook).
  *
  * The loop (delivery.c does the work, http.c the waiting):
+ *   reset the latch, handle interrupts and SIGHUP
  *   reload endpoints if their generation changed   (short transaction)
  *   read new messages for endpoints with room      (short transaction)
  *   save progress, grouped: when nothing is in flight, when unsaved results
@@ -16,13 +17,22 @@
  *   start the requests that may go                 (no transaction)
  *   save again if about to sleep with progress unsaved
  *   delete expired messages, when due              (short transaction)
- *   one batch of each async projection with work   (a transaction each,
- *     projector.c)
- *   wait: latch, postmaster death, sockets, or the next scheduled retry
+ *   start or restart the database's projector if it should run (projector.c)
+ *   wait: latch, postmaster death, sockets, or the next scheduled retry,
+ *     but not at all if a wake flag is set (see below)
  *   collect finished requests                      (no transaction)
  * With nothing in flight and nothing scheduled, the wait has no timeout, so
  * an idle relay uses no CPU; commits that publish or change endpoints set
- * its latch (shmem.c).
+ * its flag and latch (shmem.c).
+ *
+ * Any of the short transactions may wait on the latch, and so consume a
+ * wake-up: a lock wait, or a commit waiting for a synchronous standby
+ * (SyncRepWaitForLSN).  The flags in the slot are the truth: the latch is
+ * reset at the top of the loop, before they are read, and the wait is 0 ms
+ * when one is set again by the time the relay would sleep (relay_pending).
+ *
+ * Async projections run in a worker of their own (projector.c), so that a
+ * handler that sleeps or waits for a lock never holds delivery up.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -54,6 +64,7 @@ static uint64 loaded_generation = PG_UINT64_MAX;
 static void
 relay_detach(int code, Datum arg)
 {
+	projector_stop();			/* the projector goes with its relay */
 	LWLockAcquire(outbox_shmem->lock, LW_EXCLUSIVE);
 	my_slot->pid = 0;
 	my_slot->latch = NULL;
@@ -106,6 +117,18 @@ sooner(long a, long b)
 	return (b >= 0 && b < a) ? b : a;
 }
 
+/*
+ * Is there work that a wait inside this turn may have hidden from the latch?
+ * Checked just before sleeping (see the top).
+ */
+static bool
+relay_pending(void)
+{
+	return pg_atomic_read_u32(&my_slot->wake_pending) != 0 ||
+		pg_atomic_read_u64(&my_slot->config_generation) != loaded_generation ||
+		projector_needs_relay() || ConfigReloadPending || InterruptPending;
+}
+
 /* Is the extension installed in our database?  Runs a short transaction. */
 static bool
 relay_extension_present(void)
@@ -152,15 +175,25 @@ outbox_relay_main(Datum arg)
 
 	for (;;)
 	{
-		uint64		generation = pg_atomic_read_u64(&my_slot->config_generation);
+		uint64		generation;
 		bool		woken;
-		bool		events = false;
 		HttpResult	result;
+		long		timeout;
 
 		/* everything allocated for one turn of the loop goes with it */
 		MemoryContextSwitchTo(loop_cxt);
 		MemoryContextReset(loop_cxt);
 
+		/* before the flags are read: a wake-up from now on stays set */
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			delivery_retention_changed();
+		}
+		generation = pg_atomic_read_u64(&my_slot->config_generation);
 		if (generation != loaded_generation)
 		{
 			if (!relay_extension_present())
@@ -170,11 +203,9 @@ outbox_relay_main(Datum arg)
 			}
 			delivery_reload();
 			loaded_generation = generation;
-			events = true;		/* (re)started: look at the projections too */
 			relay_set_state(RELAY_RUNNING);
 		}
 		woken = pg_atomic_exchange_u32(&my_slot->wake_pending, 0) != 0;
-		events |= pg_atomic_exchange_u32(&my_slot->events_pending, 0) != 0;
 		delivery_fetch(woken);
 		/*
 		 * Saving is grouped (delivery_should_persist).  Save before sending:
@@ -189,27 +220,17 @@ outbox_relay_main(Datum arg)
 			delivery_persist();
 
 		Assert(!IsTransactionState());
-		{
-			long		timeout = delivery_next_timeout();
-
-			timeout = sooner(timeout, delivery_expire());
-			/* async projections: at most one batch each per turn */
-			timeout = sooner(timeout, projector_run(events));
-			http_wait(timeout);
-		}
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-			delivery_retention_changed();
-		}
+		timeout = sooner(delivery_next_timeout(), delivery_expire());
+		timeout = sooner(timeout, projector_supervise());
+		/* any of the above may have consumed a wake-up: the flags say */
+		if (relay_pending())
+			timeout = 0;
+		http_wait(timeout);
 		while (http_next_result(&result))
 		{
 			delivery_complete(&result);
 			my_slot->requests++;	/* only this process writes it */
 		}
-		delivery_report(my_slot, delivery_horizon_blocked() || projector_held_back());
+		delivery_report(my_slot, delivery_horizon_blocked());
 	}
 }
