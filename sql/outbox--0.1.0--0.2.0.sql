@@ -34,3 +34,7 @@ COMMENT ON VIEW outbox.stat_workers IS
 REVOKE ALL ON FUNCTION outbox._stat_workers() FROM PUBLIC;
 GRANT SELECT ON outbox.stat_workers TO outbox_reader;
 GRANT EXECUTE ON FUNCTION outbox._stat_workers() TO outbox_reader;
+COMMENT ON FUNCTION outbox._projections_changed() IS
+    'private: at commit, every session reloads its inline projections and the projector looks at the async ones';
+COMMENT ON FUNCTION outbox.create_projection(text, regprocedure, text[], text, text, regprocedure, jsonb) IS
+    'keep a read model up to date: handler(outbox.events) is called for every matching event, inline (in the appending transaction) or async (by the database''s projector worker)';

@@ -620,7 +620,7 @@ CREATE TRIGGER forbid_truncate BEFORE TRUNCATE ON outbox._events
 
 /* ------------------------------------------------------------------------
  * CQRS projections (src/projection.c applies events, src/projector.c is the
- * relay's async side)
+ * async side, the projector worker)
  * ------------------------------------------------------------------------ */
 
 CREATE TABLE outbox._projections (
@@ -655,7 +655,7 @@ SELECT pg_catalog.pg_extension_config_dump('outbox._projections_id_seq', '');
 CREATE FUNCTION outbox._projections_changed() RETURNS void
     AS 'MODULE_PATHNAME', 'outbox_projections_changed' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION outbox._projections_changed() IS
-    'private: at commit, every session reloads its inline projections and the relay looks at the async ones';
+    'private: at commit, every session reloads its inline projections and the projector looks at the async ones';
 
 CREATE FUNCTION outbox._replay_projection(id int, after_position bigint) RETURNS bigint
     AS 'MODULE_PATHNAME', 'outbox_replay_projection' LANGUAGE C VOLATILE STRICT;
@@ -753,7 +753,7 @@ CREATE FUNCTION outbox.create_projection(name text, handler regprocedure, event_
     -- _create_projection as the extension owner; no SQL caller can pick the role
     AS 'MODULE_PATHNAME', 'outbox_create_projection' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION outbox.create_projection(text, regprocedure, text[], text, text, regprocedure, jsonb) IS
-    'keep a read model up to date: handler(outbox.events) is called for every matching event, inline (in the appending transaction) or async (by the relay)';
+    'keep a read model up to date: handler(outbox.events) is called for every matching event, inline (in the appending transaction) or async (by the database''s projector worker)';
 
 CREATE FUNCTION outbox._lock_events() RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$

@@ -35,6 +35,7 @@
 #include "access/table.h"
 #include "access/xact.h"
 #include "catalog/pg_database.h"
+#include "commands/extension.h"
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
 #include "miscadmin.h"
@@ -330,22 +331,68 @@ launcher_hold_database(const char *dbname)
 	return dboid;
 }
 
-/* After the command: let the launcher restart the relay if the database lives on. */
+/*
+ * DROP EXTENSION outbox: a projector batch waiting in a handler (for a lock,
+ * in a sleep) would hold the drop up as long.  Stop the projector and keep
+ * the relay from restarting it until the command ends; not waited for (the
+ * drop waits for its locks like any DDL).  The relay exits by itself once
+ * the drop commits.
+ */
+static Oid
+launcher_hold_projector(Node *stmt)
+{
+	DropStmt   *drop = (DropStmt *) stmt;
+	Oid			extoid;
+	RelaySlot  *slot;
+	pid_t		pid = 0;
+	ListCell   *lc;
+
+	if (!IsA(stmt, DropStmt) || drop->removeType != OBJECT_EXTENSION || outbox_shmem == NULL)
+		return InvalidOid;
+	foreach(lc, drop->objects)
+		if (strcmp(strVal(lfirst(lc)), "outbox") == 0)
+			break;
+	extoid = get_extension_oid("outbox", true);
+	/* only for a command that may succeed */
+	if (lc == NULL || !OidIsValid(extoid) || !pg_extension_ownercheck(extoid, GetUserId()))
+		return InvalidOid;
+	LWLockAcquire(outbox_shmem->lock, LW_EXCLUSIVE);
+	if ((slot = shmem_find_slot(MyDatabaseId)) != NULL)
+	{
+		slot->hold_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), DROP_HOLD_MS);
+		pid = slot->projector.pid;
+	}
+	LWLockRelease(outbox_shmem->lock);
+	if (pid != 0)
+		kill(pid, SIGTERM);
+	return slot ? MyDatabaseId : InvalidOid;
+}
+
+/*
+ * After the command: let the launcher restart the relay, and the relay its
+ * projector, if the database (and the extension) live on.
+ */
 static void
 launcher_release_database(Oid dboid)
 {
 	RelaySlot  *slot;
 	Latch	   *latch = NULL;
+	Latch	   *relay_latch = NULL;
 
 	if (outbox_shmem == NULL || !OidIsValid(dboid))
 		return;
 	LWLockAcquire(outbox_shmem->lock, LW_EXCLUSIVE);
 	if ((slot = shmem_find_slot(dboid)) != NULL)
+	{
 		slot->hold_until = 0;
+		relay_latch = slot->latch;
+	}
 	latch = outbox_shmem->launcher_latch;
 	LWLockRelease(outbox_shmem->lock);
 	if (latch)
 		SetLatch(latch);
+	if (relay_latch)
+		SetLatch(relay_latch);
 }
 
 /* The database a utility statement needs free of connections, if any. */
@@ -387,6 +434,8 @@ launcher_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOn
 
 	if (dbname)
 		held = launcher_hold_database(dbname);
+	else
+		held = launcher_hold_projector(pstmt->utilityStmt);
 	PG_TRY();
 	{
 		if (prev_ProcessUtility)

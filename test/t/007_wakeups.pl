@@ -151,6 +151,55 @@ sleep 2;
 my $used = cpu_ticks($projector) - $t0;
 cmp_ok($used, '<=', 2, "an idle projector used $used CPU ticks in 2 s");
 
+# ---- the relay restarts a projector that exited with an error ----
+sql(qq{SELECT pg_terminate_backend($projector)});
+sql(q{SELECT outbox.append('lock-4', '{"type": "x"}')});
+ok( wait_until(10, sub { sql(q{SELECT count(*) FROM applied a JOIN outbox.events e USING (position)
+	                         WHERE e.stream = 'lock-4'}) == 1 }),
+	'a terminated projector is restarted by the relay, and applies what came meanwhile');
+isnt(sql(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'outbox projector'}), $projector,
+	'(a new projector)');
+
+# ---- DROP EXTENSION and DROP DATABASE are not held up by a blocked handler ----
+# a database whose projector is blocked in its handler: waiting for a lock
+# held by the returned session, or (without one) in a long pg_sleep
+sub blocked_database
+{
+	my ($db, $lock) = @_;
+	my $body = $lock ? 'INSERT INTO public.guarded VALUES (1)' : 'SELECT pg_sleep(60)';
+	$node->safe_psql('postgres', "CREATE DATABASE $db");
+	$node->safe_psql($db, qq{
+		CREATE EXTENSION outbox;
+		CREATE TABLE guarded (x int);
+		CREATE FUNCTION apply_blocked(e outbox.events) RETURNS void LANGUAGE sql AS \$\$ $body \$\$;
+		SELECT outbox.create_projection('blocked', 'apply_blocked(outbox.events)', NULL, NULL, 'async');
+	});
+	my $h;
+	if ($lock)
+	{
+		$h = $node->background_psql($db);
+		$h->query_safe('BEGIN; LOCK guarded IN SHARE MODE;');
+	}
+	$node->safe_psql($db, q{SELECT outbox.append('s', '{"type": "x"}')});
+	ok( $node->poll_query_until('postgres',
+			qq{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'outbox projector'
+			   AND datname = '$db' AND wait_event IN ('transactionid', 'relation', 'PgSleep')}),
+		"$db: the projector is blocked in its handler");
+	return $h;
+}
+my $h = blocked_database('dropext', 1);
+my $t = time;
+$node->safe_psql('dropext', 'DROP EXTENSION outbox CASCADE');
+cmp_ok(time - $t, '<', 5, 'DROP EXTENSION does not wait for the blocked handler');
+ok( $node->poll_query_until('postgres',
+		q{SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type LIKE 'outbox %' AND datname = 'dropext'}),
+	'the relay and the projector of that database are gone');
+$h->quit;
+blocked_database('dropdb', 0);
+$t = time;
+$node->safe_psql('postgres', 'DROP DATABASE dropdb');
+cmp_ok(time - $t, '<', 5, 'DROP DATABASE does not wait for the blocked handler');
+
 # ---- a synchronous standby: the relay's commits wait in SyncRepWaitForLSN ----
 $node->backup('b');
 my $standby = PostgreSQL::Test::Cluster->new('standby');
