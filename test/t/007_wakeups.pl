@@ -142,6 +142,27 @@ is( sql(q{SELECT string_agg(name || ':' || lag_events || ':' || events_applied, 
 	       FROM outbox.stat_projections}),
 	'locked:0:3,sleepy:0:3', 'stat_projections: no lag, 3 applied each');
 
+# ---- a handler that publishes is an ordinary writer again (gapless.c, step 6) ----
+sql(q{
+	CREATE FUNCTION apply_publishing(e outbox.events) RETURNS void LANGUAGE plpgsql AS $$
+	BEGIN
+		PERFORM outbox.publish('inner', jsonb_build_object('position', e.position));
+		PERFORM pg_sleep(2);
+		PERFORM public.count_it(e);
+	END $$;
+	SELECT outbox.create_projection('publishing', 'apply_publishing(outbox.events)', NULL, 'pub-', 'async');
+	SELECT outbox.append('pub-1', '{"type": "x"}');
+});
+ok( $node->poll_query_until('postgres',
+		q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'outbox projector' AND wait_event = 'PgSleep'}),
+	'the publishing handler sleeps after its publish');
+my $outer = sql(q{SELECT outbox.publish('outer', '{}')});
+is(sql(qq{SELECT count(*) FROM outbox.read_messages(0, 1000) WHERE id >= $outer}), '0',
+	'a message published after the handler\'s is held back until the batch commits');
+ok( wait_until(10, sub { sql(qq{SELECT count(*) FROM outbox.read_messages(0, 1000) WHERE topic = 'inner' OR id = $outer}) == 2 }),
+	'then both are read');
+is(sql(q{SELECT count(*) FILTER (WHERE times <> 1) FROM applied}), '0', 'still each event exactly once');
+
 # ---- an idle projector sleeps ----
 my $projector = sql(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'outbox projector'});
 ok($projector, 'the projector stays while async projections exist');
