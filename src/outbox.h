@@ -261,9 +261,11 @@ extern long projector_supervise(void);
 extern bool projector_needs_relay(void);
 extern void projector_stop(void);
 
-/* relay.c */
+/* relay.c, also used by the projector */
 extern void relay_xact_begin(const char *activity);
 extern void relay_xact_end(void);
+extern bool relay_turn_begin(MemoryContext loop_cxt);
+extern bool relay_extension_present(void);
 
 /* launcher.c */
 extern void launcher_register(void);

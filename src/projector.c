@@ -410,13 +410,17 @@ projector_exit_idle(void)
 	proc_exit(0);
 }
 
-/* Publish a turn's figures, for outbox.stat_workers. */
+/*
+ * Publish a turn's figures, for outbox.stat_workers.  A turn completed: the
+ * relay's backoff starts over.
+ */
 static void
 projector_report(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
 
 	LWLockAcquire(outbox_shmem->lock, LW_EXCLUSIVE);
+	my_slot->projector.failures = 0;
 	my_slot->projector.loops++;
 	my_slot->projector.last_activity_at = now;
 	if (!held_back)
@@ -459,48 +463,21 @@ outbox_projector_main(Datum arg)
 	pgstat_report_appname("outbox projector");
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "outbox projector loop", ALLOCSET_DEFAULT_SIZES);
 	loaded_generation = pg_atomic_read_u64(&my_slot->config_generation);
-	{
-		bool		present;
-
-		StartTransactionCommand();
-		present = OidIsValid(get_extension_oid("outbox", true));
-		CommitTransactionCommand();
-		if (!present)
-			projector_exit_idle();
-	}
-	/* the failures counted by the relay's backoff end with a clean start */
-	LWLockAcquire(outbox_shmem->lock, LW_EXCLUSIVE);
-	my_slot->projector.failures = 0;
-	LWLockRelease(outbox_shmem->lock);
-
+	if (!relay_extension_present())
+		projector_exit_idle();
 	for (;;)
 	{
 		bool		woken;
 		long		timeout;
 		int			rc;
 
-		MemoryContextSwitchTo(loop_cxt);
-		MemoryContextReset(loop_cxt);
-
 		/* shmem.c's protocol: reset, read the flags, work, re-read, sleep */
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
+		(void) relay_turn_begin(loop_cxt);
 		/* DROP EXTENSION bumps the generation; the relay exits too */
 		if (pg_atomic_read_u64(&my_slot->config_generation) != loaded_generation)
 		{
-			bool		present;
-
 			loaded_generation = pg_atomic_read_u64(&my_slot->config_generation);
-			StartTransactionCommand();
-			present = OidIsValid(get_extension_oid("outbox", true));
-			CommitTransactionCommand();
-			MemoryContextSwitchTo(loop_cxt);
-			if (!present)
+			if (!relay_extension_present())
 				projector_exit_idle();
 		}
 		woken = pg_atomic_exchange_u32(&my_slot->events_pending, 0) != 0;

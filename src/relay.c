@@ -129,8 +129,27 @@ relay_pending(void)
 		projector_needs_relay() || ConfigReloadPending || InterruptPending;
 }
 
+/*
+ * The top of a worker's loop (the relay's and the projector's): free the
+ * last turn's memory, reset the latch before any flag is read (shmem.c),
+ * handle interrupts and SIGHUP.  Returns true if the settings were reloaded.
+ */
+bool
+relay_turn_begin(MemoryContext loop_cxt)
+{
+	MemoryContextSwitchTo(loop_cxt);
+	MemoryContextReset(loop_cxt);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+	if (!ConfigReloadPending)
+		return false;
+	ConfigReloadPending = false;
+	ProcessConfigFile(PGC_SIGHUP);
+	return true;
+}
+
 /* Is the extension installed in our database?  Runs a short transaction. */
-static bool
+bool
 relay_extension_present(void)
 {
 	MemoryContext cxt = CurrentMemoryContext;
@@ -180,19 +199,8 @@ outbox_relay_main(Datum arg)
 		HttpResult	result;
 		long		timeout;
 
-		/* everything allocated for one turn of the loop goes with it */
-		MemoryContextSwitchTo(loop_cxt);
-		MemoryContextReset(loop_cxt);
-
-		/* before the flags are read: a wake-up from now on stays set */
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
+		if (relay_turn_begin(loop_cxt))
 			delivery_retention_changed();
-		}
 		generation = pg_atomic_read_u64(&my_slot->config_generation);
 		if (generation != loaded_generation)
 		{
