@@ -8,9 +8,9 @@ EXTENSION   = outbox
 EXTVERSION  = 0.2.0
 MODULE_big  = outbox
 OBJS        = src/outbox.o src/catalog.o src/spi.o src/validate.o src/etag.o \
-              src/gapless.o src/rows.o src/eventparse.o src/eventstore.o src/publish.o \
-              src/http.o src/webhook.o src/delivery.o src/shmem.o src/launcher.o src/relay.o src/stats.o \
-              src/projection.o src/projector.o
+              src/gapless.o src/rows.o src/eventparse.o src/eventstore.o src/publish.o src/subscription.o \
+              src/http.o src/webhook.o src/delivery.o src/retention.o src/shmem.o src/launcher.o src/relay.o src/stats.o \
+              src/projection.o src/projector.o src/options.o
 # Released scripts are never edited: sql/outbox.sql is the current version's,
 # copied to outbox--$(EXTVERSION).sql; every release adds an upgrade script.
 DATA        = sql/outbox--0.1.0.sql sql/outbox--0.1.0--0.2.0.sql
@@ -20,21 +20,21 @@ SHLIB_LINK  = -lcurl
 PG_CFLAGS   = -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
               -Wno-missing-field-initializers $(OUTBOX_WERROR)
 
-REGRESS      = setup eventstore bad_input publish readers immutability roles search_path bulk endpoints projections
+REGRESS      = setup eventstore bad_input publish readers immutability roles search_path bulk endpoints projections options subscriptions
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=$(srcdir)/test/outbox.conf
 
-ISOLATION      = append_race append_repeatable_read create_race lock_stream read_all_gapless \
-                 read_messages_gapless consume_once_race projection_async_gapless
+ISOLATION      = append_race append_repeatable_read create_race lock_stream delete_race read_all_gapless \
+                 read_messages_gapless consume_once_race consumer_claim_race projection_async_gapless \
+                 subscription_ack
 ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation \
                  --temp-instance=tmp_check_iso --temp-config=$(srcdir)/test/outbox.conf
 
 TAP_TESTS   = 1
 
-# The webhook receiver the TAP tests and benchmarks deliver to (needs libssl-dev).
+# The webhook receiver the TAP tests and benchmarks deliver to (needs
+# libssl-dev): built for the tests, not by `all`, so packaging needs no libssl.
 RECEIVER    = test/receiver/receiver
 EXTRA_CLEAN = $(RECEIVER)
-
-all: $(RECEIVER)
 
 sql/outbox--$(EXTVERSION).sql: sql/outbox.sql
 	cp $< $@
@@ -45,7 +45,7 @@ $(RECEIVER): test/receiver/receiver.c
 PROVE_TESTS = test/t/*.pl
 
 # PGXS tracks no header dependencies: every object depends on ours.
-$(OBJS): src/outbox.h src/compat.h
+$(OBJS): src/outbox.h src/compat.h src/options.h
 
 # No LLVM bitcode: it needs clang, which a fresh machine does not have.
 override with_llvm = no
@@ -58,3 +58,11 @@ include $(PGXS)
 ifneq ($(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(srcdir)/outbox.control),$(EXTVERSION))
 $(error outbox.control default_version differs from EXTVERSION $(EXTVERSION))
 endif
+
+installcheck: $(RECEIVER)
+
+# The PGXN distribution: outbox-$(EXTVERSION).zip of the committed tree.
+dist:
+	git -C $(srcdir) archive --format zip --prefix=$(EXTENSION)-$(EXTVERSION)/ \
+		-o $(CURDIR)/$(EXTENSION)-$(EXTVERSION).zip HEAD
+.PHONY: dist

@@ -8,6 +8,227 @@
 \echo Use "ALTER EXTENSION outbox UPDATE TO '0.2.0'" to load this file. \quit
 
 /*
+ * Finding 12: the append-only guard of outbox._events fires whatever
+ * session_replication_role is (a superuser could set it to replica and
+ * DELETE or TRUNCATE events).
+ */
+ALTER TABLE outbox._events ENABLE ALWAYS TRIGGER forbid_update_delete;
+ALTER TABLE outbox._events ENABLE ALWAYS TRIGGER forbid_truncate;
+
+/*
+ * Issue 8, "a writer marking another consumer's message as seen through
+ * consume_once": a consumer name belongs to the role that first uses it
+ * (names already in outbox._inbox are claimed by their next user).
+ */
+CREATE TABLE outbox._consumers (
+    consumer text COLLATE "C" PRIMARY KEY,
+    owner    name NOT NULL
+);
+COMMENT ON TABLE outbox._consumers IS
+    'private: the role each outbox.consume_once consumer name belongs to (the first to use it), so that no other writer can mark its messages as seen';
+SELECT pg_catalog.pg_extension_config_dump('outbox._consumers', '');
+COMMENT ON FUNCTION outbox.consume_once(text, text) IS
+    'idempotent-consumer check: true the first time a consumer sees a message id, false on every repeat; a consumer name belongs to the role that first used it';
+
+/* ------------------------------------------------------------------------
+ * Finding 4: option values.  One parser (src/options.c) checks and
+ * normalises options at create/alter time and reads them in the relay and
+ * in appends; _check_options (PL/pgSQL, which let 5000.0 through to a
+ * failing ::int cast) is gone.  Stored options are normalised (5000.0 ->
+ * 5000); a row the parser refuses (changed by hand) is left as it is and
+ * reported by the relay.
+ * ------------------------------------------------------------------------ */
+
+CREATE OR REPLACE FUNCTION outbox._endpoint_options(given jsonb, base jsonb DEFAULT NULL) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'outbox_endpoint_options' LANGUAGE C IMMUTABLE;
+COMMENT ON FUNCTION outbox._endpoint_options(jsonb, jsonb) IS
+    'private: endpoint options given merged over base (the current ones, or the defaults), checked (22004, 22023) and normalised as the relay reads them';
+
+CREATE FUNCTION outbox._projection_options(given jsonb) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'outbox_projection_options' LANGUAGE C IMMUTABLE;
+COMMENT ON FUNCTION outbox._projection_options(jsonb) IS
+    'private: projection options checked (22004, 22023) and normalised as the relay reads them, defaults filled in';
+
+REVOKE ALL ON FUNCTION outbox._projection_options(jsonb) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION outbox._create_projection(name text, handler regprocedure, event_types text[],
+                                          stream_prefix text, mode text, reset regprocedure,
+                                          options jsonb, run_as name)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'projection name must not be null' USING ERRCODE = '22004';
+    ELSIF name = '' OR octet_length(name) > 255 THEN
+        RAISE EXCEPTION 'projection name must be 1 to 255 bytes long' USING ERRCODE = '22023';
+    ELSIF handler IS NULL THEN
+        RAISE EXCEPTION 'handler must not be null' USING ERRCODE = '22004';
+    ELSIF mode IS NULL THEN
+        RAISE EXCEPTION 'mode must not be null' USING ERRCODE = '22004';
+    ELSIF mode NOT IN ('inline', 'async') THEN
+        RAISE EXCEPTION 'mode must be ''inline'' or ''async'', not "%"', mode USING ERRCODE = '22023';
+    ELSIF cardinality(event_types) = 0 THEN
+        RAISE EXCEPTION 'event_types must not be empty' USING ERRCODE = '22023',
+            HINT = 'Pass NULL for every event type.';
+    ELSIF array_position(event_types, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'event_types must not contain nulls' USING ERRCODE = '22004';
+    ELSIF stream_prefix = '' OR octet_length(stream_prefix) > 255 THEN
+        RAISE EXCEPTION 'stream_prefix must be 1 to 255 bytes long' USING ERRCODE = '22023',
+            HINT = 'Pass NULL for every stream.';
+    ELSIF EXISTS (SELECT FROM outbox._projections p WHERE p.name = _create_projection.name) THEN
+        RAISE EXCEPTION 'projection "%" already exists', name USING ERRCODE = '42710';
+    END IF;
+    -- inline: appends see it; async: no append in flight misses waking the relay
+    PERFORM outbox._lock_events();
+    INSERT INTO outbox._projections (name, handler, reset, event_types, stream_prefix, mode, run_as, options)
+    VALUES (name,
+            outbox._check_projection_function(handler, run_as, 'handler', 'outbox.events'::regtype),
+            outbox._check_projection_function(reset, run_as, 'reset function', NULL),
+            event_types, stream_prefix, mode, run_as,
+            outbox._projection_options(options));
+    PERFORM outbox._projections_changed();
+END
+$$;
+
+DROP FUNCTION outbox._check_options(jsonb, jsonb, jsonb, text);
+
+DO $normalise$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT id FROM outbox._endpoints LOOP
+        BEGIN
+            UPDATE outbox._endpoints SET options = outbox._endpoint_options('{}', options) WHERE id = r.id;
+        EXCEPTION WHEN invalid_parameter_value THEN
+            NULL;
+        END;
+    END LOOP;
+    FOR r IN SELECT id FROM outbox._projections LOOP
+        BEGIN
+            UPDATE outbox._projections SET options = outbox._projection_options(options) WHERE id = r.id;
+        EXCEPTION WHEN invalid_parameter_value THEN
+            NULL;
+        END;
+    END LOOP;
+END
+$normalise$;
+
+/* ------------------------------------------------------------------------
+ * Finding 11: headers.  The rules are in C (src/validate.c): messages may no
+ * longer set Authorization, Cookie, X-Forwarded-*, User-Agent and the like,
+ * no header value may be empty, no name may appear twice; the relay applies
+ * the same rules to rows stored before them.
+ * ------------------------------------------------------------------------ */
+
+COMMENT ON FUNCTION outbox._check_headers(jsonb) IS
+    'private: an endpoint''s headers (22023 otherwise): HTTP token names, each once, non-empty string values without line breaks, none that outbox sets or that governs the connection (src/validate.c)';
+
+/* ------------------------------------------------------------------------
+ * Finding 8: subscriptions (pull consumers whose progress retention honours)
+ * ------------------------------------------------------------------------ */
+
+
+CREATE TABLE outbox._subscriptions (
+    name       text COLLATE "C" PRIMARY KEY,
+    topics     text[] NOT NULL,
+    acked_id   bigint NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    acked_at   timestamptz
+);
+COMMENT ON TABLE outbox._subscriptions IS
+    'private: pull consumers (outbox.poll, outbox.ack); every matching message with id > acked_id is kept by retention';
+SELECT pg_catalog.pg_extension_config_dump('outbox._subscriptions', '');
+
+CREATE FUNCTION outbox._topic_matches(topic text, patterns text[]) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'outbox_topic_matches_sql' LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION outbox._topic_matches(text, text[]) IS
+    'private: does the topic match one of the patterns (an exact topic, "*", or a prefix ending in "*"), as for endpoints';
+
+CREATE FUNCTION outbox.create_subscription(name text, topics text[] DEFAULT '{*}')
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'subscription name must not be null' USING ERRCODE = '22004';
+    ELSIF name = '' OR octet_length(name) > 255 THEN
+        RAISE EXCEPTION 'subscription name must be 1 to 255 bytes long' USING ERRCODE = '22023';
+    END IF;
+    -- like an endpoint: the messages above the sequence's current value are
+    -- the ones published after the subscription was created
+    INSERT INTO outbox._subscriptions (name, topics, acked_id)
+    SELECT create_subscription.name, outbox._check_topics(topics),
+           CASE WHEN s.is_called THEN s.last_value ELSE 0 END
+      FROM outbox._messages_id_seq s
+    ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription "%" already exists', name USING ERRCODE = '42710';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION outbox.create_subscription(text, text[]) IS
+    'create a pull consumer: outbox.poll() returns every message published from now on whose topic matches, until outbox.ack() acknowledges it';
+
+CREATE FUNCTION outbox.drop_subscription(name text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'subscription name must not be null' USING ERRCODE = '22004';
+    END IF;
+    DELETE FROM outbox._subscriptions s WHERE s.name = drop_subscription.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription "%" does not exist', name USING ERRCODE = '42704';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION outbox.drop_subscription(text) IS
+    'remove a pull consumer; retention no longer keeps messages for it';
+
+CREATE FUNCTION outbox.poll(subscription text, max_count int DEFAULT 100)
+    RETURNS SETOF outbox.messages
+    AS 'MODULE_PATHNAME', 'outbox_poll' LANGUAGE C STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION outbox.poll(text, int) IS
+    'the next matching messages after the subscription''s acknowledged position, in id order, gap-free; the same ones again until acknowledged';
+
+CREATE FUNCTION outbox.ack(subscription text, message_id bigint) RETURNS void
+    AS 'MODULE_PATHNAME', 'outbox_ack' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION outbox.ack(text, bigint) IS
+    'acknowledge every message up to and including message_id (22023 if beyond what poll could have returned; backwards changes nothing)';
+
+CREATE VIEW outbox.stat_subscriptions AS
+    SELECT s.name, s.topics, s.acked_id, u.lag_messages,
+           now() - u.oldest_unacked AS oldest_unacked_age,
+           s.created_at, s.acked_at
+      FROM outbox._subscriptions s
+      CROSS JOIN LATERAL (SELECT count(*) AS lag_messages, min(m.created_at) AS oldest_unacked
+                            FROM outbox._messages m
+                           WHERE m.id > s.acked_id
+                             AND outbox._topic_matches(m.topic, s.topics)) u;
+COMMENT ON VIEW outbox.stat_subscriptions IS
+    'one row per subscription: its position, the matching messages not acknowledged yet and the age of the oldest';
+
+REVOKE ALL ON outbox._subscriptions, outbox.stat_subscriptions FROM PUBLIC;
+REVOKE ALL ON FUNCTION
+    outbox._topic_matches(text, text[]),
+    outbox.create_subscription(text, text[]),
+    outbox.drop_subscription(text),
+    outbox.poll(text, int),
+    outbox.ack(text, bigint)
+FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    outbox.create_subscription(text, text[]),
+    outbox.drop_subscription(text)
+TO outbox_admin;
+GRANT EXECUTE ON FUNCTION
+    outbox.poll(text, int),
+    outbox.ack(text, bigint),
+    outbox._topic_matches(text, text[])
+TO outbox_reader;
+GRANT SELECT ON outbox.stat_subscriptions TO outbox_reader;
+
+/* Finding 8: inbox retention (the relay deletes rows older than outbox.inbox_retention) */
+CREATE INDEX _inbox_consumed_at ON outbox._inbox (consumed_at);
+COMMENT ON INDEX outbox._inbox_consumed_at IS
+    'private: finds the rows older than outbox.inbox_retention, which the relay deletes';
  * Finding 1 (lost wake-ups): async projections run in a worker of their own,
  * the "outbox projector"; outbox.stat_workers shows it (column worker).
  */

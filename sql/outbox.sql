@@ -121,6 +121,16 @@ CREATE TABLE outbox._inbox (
     PRIMARY KEY (consumer, message_id)
 );
 COMMENT ON TABLE outbox._inbox IS 'private: message ids each consumer has seen (outbox.consume_once)';
+CREATE INDEX _inbox_consumed_at ON outbox._inbox (consumed_at);
+COMMENT ON INDEX outbox._inbox_consumed_at IS
+    'private: finds the rows older than outbox.inbox_retention, which the relay deletes';
+
+CREATE TABLE outbox._consumers (
+    consumer text COLLATE "C" PRIMARY KEY,
+    owner    name NOT NULL
+);
+COMMENT ON TABLE outbox._consumers IS
+    'private: the role each outbox.consume_once consumer name belongs to (the first to use it), so that no other writer can mark its messages as seen';
 
 /* Keep the data in pg_dump: these tables are the product, not configuration. */
 SELECT pg_catalog.pg_extension_config_dump('outbox._streams', '');
@@ -130,6 +140,7 @@ SELECT pg_catalog.pg_extension_config_dump('outbox.stream_deletions', '');
 SELECT pg_catalog.pg_extension_config_dump('outbox._messages', '');
 SELECT pg_catalog.pg_extension_config_dump('outbox._messages_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('outbox._inbox', '');
+SELECT pg_catalog.pg_extension_config_dump('outbox._consumers', '');
 
 /* ------------------------------------------------------------------------
  * Webhook endpoints and delivery state
@@ -282,49 +293,15 @@ $$;
 COMMENT ON FUNCTION outbox._require_object(jsonb, text) IS
     'private: the argument, if it is a JSON object (22004 for NULL, 22023 otherwise)';
 
-CREATE FUNCTION outbox._check_options(given jsonb, base jsonb, limits jsonb, what text) RETURNS jsonb
-LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    result jsonb := base;
-    k text;
-    v jsonb;
-BEGIN
-    FOR k, v IN SELECT * FROM jsonb_each(outbox._require_object(given, 'options')) LOOP
-        IF NOT base ? k THEN
-            RAISE EXCEPTION 'unknown % option "%"', what, k USING ERRCODE = '22023',
-                HINT = 'Options: ' || (SELECT string_agg(o, ', ' ORDER BY o) FROM jsonb_object_keys(base) o) || '.';
-        ELSIF jsonb_typeof(base -> k) = 'boolean' AND jsonb_typeof(v) <> 'boolean' THEN
-            RAISE EXCEPTION 'option "%" must be true or false', k USING ERRCODE = '22023';
-        ELSIF jsonb_typeof(base -> k) = 'number' AND (jsonb_typeof(v) <> 'number'
-                OR v::numeric <> trunc(v::numeric)
-                OR v::numeric < (limits -> k ->> 0)::numeric
-                OR v::numeric > (limits -> k ->> 1)::numeric) THEN
-            RAISE EXCEPTION 'option "%" must be an integer from % to %', k, limits -> k ->> 0, limits -> k ->> 1
-                USING ERRCODE = '22023';
-        END IF;
-        result := jsonb_set(result, ARRAY[k], v);
-    END LOOP;
-    IF (result ->> 'backoff_base_ms')::bigint > (result ->> 'backoff_max_ms')::bigint THEN
-        RAISE EXCEPTION 'option "backoff_base_ms" must not exceed "backoff_max_ms"' USING ERRCODE = '22023';
-    END IF;
-    RETURN result;
-END
-$$;
-COMMENT ON FUNCTION outbox._check_options(jsonb, jsonb, jsonb, text) IS
-    'private: merges validated options into base (the defaults, or the current options); limits gives each integer option''s range';
-
 CREATE FUNCTION outbox._endpoint_options(given jsonb, base jsonb DEFAULT NULL) RETURNS jsonb
-    LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT outbox._check_options(given,
-        coalesce(base, '{"max_attempts": 12, "backoff_base_ms": 500, "backoff_max_ms": 600000,
-            "timeout_ms": 10000, "max_in_flight": 16, "rate_limit_per_sec": 0, "batch_size": 1, "ordered": true}'),
-        '{"max_attempts": [1, 1000], "backoff_base_ms": [1, 86400000],
-            "backoff_max_ms": [1, 604800000], "timeout_ms": [100, 300000], "max_in_flight": [1, 1000],
-            "rate_limit_per_sec": [0, 1000000], "batch_size": [1, 1000]}',
-        'endpoint')
-$$;
+    AS 'MODULE_PATHNAME', 'outbox_endpoint_options' LANGUAGE C IMMUTABLE;
 COMMENT ON FUNCTION outbox._endpoint_options(jsonb, jsonb) IS
-    'private: validates endpoint options and fills in the defaults';
+    'private: endpoint options given merged over base (the current ones, or the defaults), checked (22004, 22023) and normalised as the relay reads them';
+
+CREATE FUNCTION outbox._projection_options(given jsonb) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'outbox_projection_options' LANGUAGE C IMMUTABLE;
+COMMENT ON FUNCTION outbox._projection_options(jsonb) IS
+    'private: projection options checked (22004, 22023) and normalised as the relay reads them, defaults filled in';
 
 CREATE FUNCTION outbox._endpoint_id(endpoint text) RETURNS int
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -475,7 +452,7 @@ COMMENT ON FUNCTION outbox.redeliver(bigint, text) IS
 CREATE FUNCTION outbox._check_headers(headers jsonb) RETURNS void
     AS 'MODULE_PATHNAME', 'outbox_check_headers_sql' LANGUAGE C IMMUTABLE;
 COMMENT ON FUNCTION outbox._check_headers(jsonb) IS
-    'private: header names are HTTP tokens, values strings without line breaks, none that outbox sets itself';
+    'private: an endpoint''s headers (22023 otherwise): HTTP token names, each once, non-empty string values without line breaks, none that outbox sets or that governs the connection (src/validate.c)';
 
 /* ------------------------------------------------------------------------
  * Monitoring
@@ -605,7 +582,89 @@ CREATE FUNCTION outbox.consume_once(consumer text, message_id text)
     RETURNS boolean
     AS 'MODULE_PATHNAME', 'outbox_consume_once' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION outbox.consume_once(text, text) IS
-    'idempotent-consumer check: true the first time a consumer sees a message id, false on every repeat';
+    'idempotent-consumer check: true the first time a consumer sees a message id, false on every repeat; a consumer name belongs to the role that first used it';
+
+/* ------------------------------------------------------------------------
+ * Subscriptions: named pull consumers whose progress retention honours
+ * ------------------------------------------------------------------------ */
+
+CREATE TABLE outbox._subscriptions (
+    name       text COLLATE "C" PRIMARY KEY,
+    topics     text[] NOT NULL,
+    acked_id   bigint NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    acked_at   timestamptz
+);
+COMMENT ON TABLE outbox._subscriptions IS
+    'private: pull consumers (outbox.poll, outbox.ack); every matching message with id > acked_id is kept by retention';
+SELECT pg_catalog.pg_extension_config_dump('outbox._subscriptions', '');
+
+CREATE FUNCTION outbox._topic_matches(topic text, patterns text[]) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'outbox_topic_matches_sql' LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION outbox._topic_matches(text, text[]) IS
+    'private: does the topic match one of the patterns (an exact topic, "*", or a prefix ending in "*"), as for endpoints';
+
+CREATE FUNCTION outbox.create_subscription(name text, topics text[] DEFAULT '{*}')
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'subscription name must not be null' USING ERRCODE = '22004';
+    ELSIF name = '' OR octet_length(name) > 255 THEN
+        RAISE EXCEPTION 'subscription name must be 1 to 255 bytes long' USING ERRCODE = '22023';
+    END IF;
+    -- like an endpoint: the messages above the sequence's current value are
+    -- the ones published after the subscription was created
+    INSERT INTO outbox._subscriptions (name, topics, acked_id)
+    SELECT create_subscription.name, outbox._check_topics(topics),
+           CASE WHEN s.is_called THEN s.last_value ELSE 0 END
+      FROM outbox._messages_id_seq s
+    ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription "%" already exists', name USING ERRCODE = '42710';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION outbox.create_subscription(text, text[]) IS
+    'create a pull consumer: outbox.poll() returns every message published from now on whose topic matches, until outbox.ack() acknowledges it';
+
+CREATE FUNCTION outbox.drop_subscription(name text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'subscription name must not be null' USING ERRCODE = '22004';
+    END IF;
+    DELETE FROM outbox._subscriptions s WHERE s.name = drop_subscription.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription "%" does not exist', name USING ERRCODE = '42704';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION outbox.drop_subscription(text) IS
+    'remove a pull consumer; retention no longer keeps messages for it';
+
+CREATE FUNCTION outbox.poll(subscription text, max_count int DEFAULT 100)
+    RETURNS SETOF outbox.messages
+    AS 'MODULE_PATHNAME', 'outbox_poll' LANGUAGE C STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION outbox.poll(text, int) IS
+    'the next matching messages after the subscription''s acknowledged position, in id order, gap-free; the same ones again until acknowledged';
+
+CREATE FUNCTION outbox.ack(subscription text, message_id bigint) RETURNS void
+    AS 'MODULE_PATHNAME', 'outbox_ack' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION outbox.ack(text, bigint) IS
+    'acknowledge every message up to and including message_id (22023 if beyond what poll could have returned; backwards changes nothing)';
+
+CREATE VIEW outbox.stat_subscriptions AS
+    SELECT s.name, s.topics, s.acked_id, u.lag_messages,
+           now() - u.oldest_unacked AS oldest_unacked_age,
+           s.created_at, s.acked_at
+      FROM outbox._subscriptions s
+      CROSS JOIN LATERAL (SELECT count(*) AS lag_messages, min(m.created_at) AS oldest_unacked
+                            FROM outbox._messages m
+                           WHERE m.id > s.acked_id
+                             AND outbox._topic_matches(m.topic, s.topics)) u;
+COMMENT ON VIEW outbox.stat_subscriptions IS
+    'one row per subscription: its position, the matching messages not acknowledged yet and the age of the oldest';
 
 CREATE FUNCTION outbox._forbid_change()
     RETURNS trigger
@@ -617,6 +676,9 @@ CREATE TRIGGER forbid_update_delete BEFORE UPDATE OR DELETE ON outbox._events
     FOR EACH ROW EXECUTE FUNCTION outbox._forbid_change();
 CREATE TRIGGER forbid_truncate BEFORE TRUNCATE ON outbox._events
     FOR EACH STATEMENT EXECUTE FUNCTION outbox._forbid_change();
+-- ALWAYS: session_replication_role = replica must not switch the guard off
+ALTER TABLE outbox._events ENABLE ALWAYS TRIGGER forbid_update_delete;
+ALTER TABLE outbox._events ENABLE ALWAYS TRIGGER forbid_truncate;
 
 /* ------------------------------------------------------------------------
  * CQRS projections (src/projection.c applies events, src/projector.c is the
@@ -734,11 +796,7 @@ BEGIN
             outbox._check_projection_function(handler, run_as, 'handler', 'outbox.events'::regtype),
             outbox._check_projection_function(reset, run_as, 'reset function', NULL),
             event_types, stream_prefix, mode, run_as,
-            outbox._check_options(options,
-                '{"batch_size": 1000, "max_attempts": 10, "backoff_base_ms": 1000, "backoff_max_ms": 60000}',
-                '{"batch_size": [1, 100000], "max_attempts": [1, 1000], "backoff_base_ms": [1, 86400000],
-                  "backoff_max_ms": [1, 604800000]}',
-                'projection'));
+            outbox._projection_options(options));
     PERFORM outbox._projections_changed();
 END
 $$;
@@ -956,6 +1014,17 @@ GRANT SELECT ON outbox.dead_letters, outbox.stat_endpoints, outbox.stat_workers,
     outbox.stat_projections TO outbox_reader;
 GRANT EXECUTE ON FUNCTION outbox._projection_live_applied(int) TO outbox_reader;
 GRANT EXECUTE ON FUNCTION outbox.metrics(), outbox._stat_endpoints(), outbox._stat_workers() TO outbox_reader;
+
+GRANT EXECUTE ON FUNCTION
+    outbox.create_subscription(text, text[]),
+    outbox.drop_subscription(text)
+TO outbox_admin;
+GRANT EXECUTE ON FUNCTION
+    outbox.poll(text, int),
+    outbox.ack(text, bigint),
+    outbox._topic_matches(text, text[])
+TO outbox_reader;
+GRANT SELECT ON outbox.stat_subscriptions TO outbox_reader;
 
 /* A relay starts for this database as soon as the extension exists. */
 SELECT outbox._notify_relay();

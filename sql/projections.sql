@@ -127,7 +127,10 @@ END
 $$;
 SELECT state, attempts, last_error ~ '^event at position \d+: poisoned event 2$' AS error_shown,
        lag_events FROM outbox.stat_projections WHERE name = 'log';
-SELECT outbox.wait_for_projection('log', 'log-2', outbox.stream_etag('log-2'), '0.2 s') AS not_applied;
+-- waiting for a failed projection is an error at once, not a wait for the timeout
+SELECT clock_timestamp() AS t0 \gset
+SELECT regress.try($$SELECT outbox.wait_for_projection('log', 'log-2', outbox.stream_etag('log-2'), '20 s')$$) AS failed_wait;
+SELECT clock_timestamp() - :'t0' < interval '10 s' AS at_once;
 SELECT e.version FROM applied a JOIN outbox.events e USING (position) WHERE a.stream = 'log-2';
 -- fixed: resume continues with the failed event
 DELETE FROM poison;
@@ -153,12 +156,18 @@ SELECT outbox.append('log-4', '{"type": "f"}') AS log4 \gset
 SELECT regress.try($$SELECT outbox.wait_for_projection('log', 'log-4', '$$ || :'log4' || $$')$$) AS wait_own_append;
 ROLLBACK;
 
--- paused async: a wait times out with false
+-- paused async: a wait for an event it has not applied is an error at once;
+-- one it applied before the pause is true
 SELECT outbox.pause_projection('log');
 SELECT outbox.append('log-3', '{"type": "e"}') AS log3 \gset
-SELECT outbox.wait_for_projection('log', 'log-3', :'log3', '0.1 s') AS paused_wait;
+SELECT clock_timestamp() AS t0 \gset
+SELECT regress.try($$SELECT outbox.wait_for_projection('log', 'log-3', '$$ || :'log3' || $$', '20 s')$$) AS paused_wait;
+SELECT clock_timestamp() - :'t0' < interval '10 s' AS at_once;
+SELECT outbox.wait_for_projection('log', 'log-2', outbox.stream_etag('log-2'), '20 s') AS applied_before_pause;
 SELECT outbox.resume_projection('log');
-SELECT outbox.wait_for_projection('log', 'log-3', :'log3') AS after_resume;
+-- a huge timeout is a long wait, not an overflow
+SELECT outbox.wait_for_projection('log', 'log-3', :'log3', '1000000 years') AS after_resume;
+SELECT outbox.wait_for_projection('log', 'log-3', :'log3', '178000000 years 11 months 30 days 23:59:59') AS max_interval;
 
 -- bad input, each with its SQLSTATE
 SELECT regress.try($$SELECT outbox.create_projection('balances', 'apply_balance(outbox.events)')$$) AS duplicate;
@@ -210,6 +219,44 @@ RESET SESSION AUTHORIZATION;
 SELECT run_as FROM admin_model;
 REVOKE INSERT ON admin_model FROM regress_proj_admin;
 SELECT regress.try($$SELECT outbox.append('who-1', '{"type": "x"}')$$) AS revoked;
+
+-- a dropped handler fails only the appends that should call it
+GRANT INSERT ON admin_model TO regress_proj_admin;
+DROP FUNCTION record_run_as;
+SELECT outbox.append('unrelated-1', '{"type": "x"}') IS NOT NULL AS unrelated_append;
+SELECT regress.try($$SELECT outbox.append('who-1', '{"type": "x"}')$$) AS matching_append;
+-- and so does a dropped projection role
+CREATE ROLE regress_proj_gone IN ROLE outbox_admin;
+SET ROLE regress_proj_gone;
+SELECT outbox.create_projection('gone', 'apply_balance(outbox.events)', stream_prefix => 'gone-');
+RESET ROLE;
+DROP ROLE regress_proj_gone;
+SELECT outbox.append('unrelated-2', '{"type": "x"}') IS NOT NULL AS unrelated_append_role_gone;
+SELECT regress.try($$SELECT outbox.append('gone-1', '{"type": "x"}')$$) AS matching_append_role_gone;
+SELECT outbox.drop_projection('gone');
+-- a handler re-created by another role does not run with the projection role's rights
+GRANT CREATE ON SCHEMA public TO regress_proj_writer;
+SET SESSION AUTHORIZATION regress_proj_writer;
+CREATE FUNCTION public.record_run_as(e outbox.events) RETURNS void LANGUAGE sql
+    AS $$ INSERT INTO public.admin_model VALUES (e.position, 'hijacked') $$;
+SELECT regress.try($$SELECT outbox.append('who-2', '{"type": "x"}')$$) AS hijack;
+RESET SESSION AUTHORIZATION;
+SELECT count(*) AS hijacked FROM admin_model WHERE run_as = 'hijacked';
+DROP FUNCTION record_run_as;
+REVOKE CREATE ON SCHEMA public FROM regress_proj_writer;
+-- re-created by a role it trusts (a superuser here): it runs again
+CREATE FUNCTION record_run_as(e outbox.events) RETURNS void LANGUAGE sql
+    AS $$ INSERT INTO public.admin_model VALUES (e.position, current_user) $$;
+SELECT outbox.append('who-3', '{"type": "x"}') IS NOT NULL AS trusted_again;
+SELECT run_as, count(*) FROM admin_model GROUP BY run_as ORDER BY run_as;
+-- temporary functions are refused: their schema's name is reused by other sessions
+CREATE FUNCTION pg_temp.tmp_handler(e outbox.events) RETURNS void LANGUAGE sql AS $$ SELECT $$;
+CREATE FUNCTION pg_temp.tmp_reset() RETURNS void LANGUAGE sql AS $$ SELECT $$;
+SELECT regexp_replace(regress.try($$SELECT outbox.create_projection('tmpp', 'pg_temp.tmp_handler(outbox.events)')$$),
+                      'pg_temp_\d+', 'pg_temp_N') AS temp_handler;
+SELECT regexp_replace(regress.try($$SELECT outbox.create_projection('tmpp', 'apply_balance(outbox.events)', reset => 'pg_temp.tmp_reset()')$$),
+                      'pg_temp_\d+', 'pg_temp_N') AS temp_reset;
+SELECT count(*) AS tmpp FROM outbox.stat_projections WHERE name = 'tmpp';
 
 -- drop: appends no longer call the handler
 SELECT outbox.drop_projection('who');

@@ -40,3 +40,24 @@ SELECT outbox.consume_once('billing', 'msg-2') AS in_rolled_back_tx;
 ROLLBACK;
 SELECT outbox.consume_once('billing', 'msg-2') AS after_rollback;
 SELECT outbox.consume_once('billing', 'msg-2') AS repeat_after_commit;
+-- A consumer name belongs to the role that first used it (and the roles with its
+-- privileges): another writer cannot mark that consumer's messages as seen.
+CREATE ROLE regress_billing_app IN ROLE outbox_writer;
+CREATE ROLE regress_other_app IN ROLE outbox_writer;
+CREATE ROLE regress_billing_worker IN ROLE regress_billing_app;
+SET ROLE regress_billing_app;
+SELECT outbox.consume_once('billing-svc', 'm-1') AS billing_first;
+RESET ROLE;
+SET ROLE regress_other_app;
+SELECT regress.try($$SELECT outbox.consume_once('billing-svc', 'm-2')$$) AS other_app_marks;
+SELECT outbox.consume_once('other-svc', 'm-2') AS own_consumer;
+RESET ROLE;
+SET ROLE regress_billing_worker;
+SELECT outbox.consume_once('billing-svc', 'm-2') AS member_sees_m2;
+RESET ROLE;
+SET ROLE regress_billing_app;
+SELECT outbox.consume_once('billing-svc', 'm-2') AS billing_repeat;
+RESET ROLE;
+SELECT consumer, CASE WHEN owner = current_user THEN '(me)' ELSE owner END AS owner
+  FROM outbox._consumers ORDER BY consumer;
+DROP ROLE regress_billing_worker, regress_billing_app, regress_other_app;

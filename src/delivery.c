@@ -54,6 +54,7 @@
 #include "utils/xid8.h"
 
 #include "outbox.h"
+#include "options.h"
 
 #define FETCH_BATCH			1000	/* messages read per endpoint per fetch */
 #define BREAKER_THRESHOLD	5
@@ -105,6 +106,7 @@ typedef struct Endpoint
 	bool		paused;
 	bool		pause_now;		/* a 410 asks to pause it */
 	bool		dropped;		/* gone from the catalog; freed when idle */
+	bool		invalid;		/* its stored configuration cannot be used */
 
 	int64		cursor;
 	int64		fetched;		/* highest id read from the log */
@@ -141,7 +143,7 @@ typedef struct Endpoint
 	TimestampTz last_success_at;
 	TimestampTz last_failure_at;
 	int			last_http_status;
-	char		last_error[160];
+	char		last_error[OUTBOX_LAST_ERROR_BYTES];
 	float4		latencies[STAT_LATENCIES];	/* ring of commit-to-2xx ms */
 	int			nlatencies;
 	int			latency_pos;
@@ -163,11 +165,7 @@ static Oid	extension_oid = InvalidOid;	/* of the endpoints loaded */
 static MemoryContext delivery_cxt = NULL;
 
 static OutboxPlan plan_endpoints = {
-	"SELECT id, name, url, topics, secret, headers::text, paused, cursor_id, done_ahead,"
-	" (options->>'max_attempts')::int, (options->>'backoff_base_ms')::int,"
-	" (options->>'backoff_max_ms')::int, (options->>'timeout_ms')::int,"
-	" (options->>'max_in_flight')::int, (options->>'rate_limit_per_sec')::int,"
-	" (options->>'batch_size')::int, (options->>'ordered')::boolean"
+	"SELECT id, name, url, topics, secret, headers::text, paused, cursor_id, done_ahead, options"
 	" FROM outbox._endpoints",
 	0, {0}
 };
@@ -200,22 +198,6 @@ static OutboxPlan plan_save_deliveries = {
 	" attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at,"
 	" last_status = excluded.last_status, last_error = excluded.last_error, updated_at = now()",
 	7, {INT4OID, INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID, INT4ARRAYOID, TEXTARRAYOID}
-};
-static OutboxPlan plan_expire = {
-	"DELETE FROM outbox._messages WHERE id IN ("
-	"  SELECT m.id FROM outbox._messages m"
-	"   WHERE m.id <= coalesce((SELECT min(cursor_id) FROM outbox._endpoints), m.id)"
-	"     AND m.created_at < now() - make_interval(secs => $1)"
-	"     AND NOT EXISTS (SELECT FROM outbox._deliveries d WHERE d.message_id = m.id)"
-	"   ORDER BY m.id LIMIT $2)",
-	2, {FLOAT8OID, INT4OID}
-};
-/* when the oldest message that could be deleted will be old enough */
-static OutboxPlan plan_next_expiry = {
-	"SELECT min(m.created_at) + make_interval(secs => $1) FROM outbox._messages m"
-	" WHERE m.id <= coalesce((SELECT min(cursor_id) FROM outbox._endpoints), m.id)"
-	"   AND NOT EXISTS (SELECT FROM outbox._deliveries d WHERE d.message_id = m.id)",
-	1, {FLOAT8OID}
 };
 static OutboxPlan plan_forget_deliveries = {
 	"DELETE FROM outbox._deliveries WHERE endpoint_id = $1 AND message_id = ANY ($2)",
@@ -262,13 +244,8 @@ topic_matches(List *patterns, const char *topic)
 	ListCell   *lc;
 
 	foreach(lc, patterns)
-	{
-		const char *p = lfirst(lc);
-		size_t		len = strlen(p);
-
-		if (len > 0 && p[len - 1] == '*' ? strncmp(topic, p, len - 1) == 0 : strcmp(topic, p) == 0)
+		if (outbox_topic_matches(lfirst(lc), topic))
 			return true;
-	}
 	return false;
 }
 
@@ -315,13 +292,14 @@ endpoint_free(Endpoint *ep)
 }
 
 
+/* An endpoint of the catalog (dropped ones have id -1: see delivery_reload) */
 static Endpoint *
 endpoint_by_id(int id)
 {
 	ListCell   *lc;
 
 	foreach(lc, endpoints)
-		if (((Endpoint *) lfirst(lc))->id == id && !((Endpoint *) lfirst(lc))->dropped)
+		if (((Endpoint *) lfirst(lc))->id == id)
 			return lfirst(lc);
 	return NULL;
 }
@@ -398,6 +376,17 @@ queue_contains(Endpoint *ep, int64 id)
 	return false;
 }
 
+static bool
+pending_in(List *list, int64 id)
+{
+	ListCell   *lc;
+
+	foreach(lc, list)
+		if (((Pending *) lfirst(lc))->msg.id == id)
+			return true;
+	return false;
+}
+
 /*
  * Queue the endpoint's parked deliveries that are not queued yet: all of
  * them at start, those re-queued by outbox.redeliver later.
@@ -417,7 +406,13 @@ endpoint_load_parked(Endpoint *ep)
 		Datum		due;
 		bool		no_due;
 
-		if (queue_contains(ep, id))
+		/*
+		 * Queued already, or finished with the outcome not saved yet (a save
+		 * the row lock made wait): its row is stale, sending it again would
+		 * repeat it.
+		 */
+		if (queue_contains(ep, id) || ids_contains(ep->forget, ep->nforget, id) ||
+			pending_in(ep->dead, id))
 			continue;
 		ep->loaded_upto = Max(ep->loaded_upto, id);
 		p = pending_new(ep, id, tup, 4);
@@ -431,9 +426,104 @@ endpoint_load_parked(Endpoint *ep)
 }
 
 /*
+ * Set ep's configuration from its row (the current SPI result).  Raises no
+ * error: a row it cannot use (changed by hand, see options.c) marks the
+ * endpoint invalid, with the reason as its last_error, and the endpoint
+ * sends nothing until a reload finds it fixed; it keeps its queue, its
+ * previous settings for the requests in flight, and its cursor.
+ */
+static void
+endpoint_configure(Endpoint *ep, HeapTuple tup)
+{
+	bool		isnull;
+	Datum		d;
+	ArrayType  *arr;
+	Datum	   *elems;
+	bool	   *nulls;
+	int			nelems;
+	EndpointOptions opt;
+	char	   *problem;
+	MemoryContext old;
+
+	/* the configuration lives in its own context, replaced on each reload */
+	if (ep->config_cxt)
+		MemoryContextReset(ep->config_cxt);
+	else
+		ep->config_cxt = AllocSetContextCreate(ep->cxt, "outbox endpoint config",
+											   ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(ep->config_cxt);
+	ep->name = spi_text(tup, 2);
+	ep->url = spi_text(tup, 3);
+	ep->patterns = NIL;
+	problem = NULL;
+	arr = DatumGetArrayTypeP(spi_datum(tup, 4, &isnull));
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &nelems);
+	for (int j = 0; j < nelems; j++)
+	{
+		if (nulls[j])
+			problem = "a topic pattern is null";
+		else
+			ep->patterns = lappend(ep->patterns, TextDatumGetCString(elems[j]));
+	}
+	ep->wh.keys = NIL;
+	d = spi_datum(tup, 5, &isnull);
+	if (!isnull)
+	{
+		char	   *secrets = TextDatumGetCString(d);
+		char	   *tok;
+		char	   *save;
+
+		for (tok = strtok_r(secrets, " \t\n", &save); tok; tok = strtok_r(NULL, " \t\n", &save))
+		{
+			WebhookKey *key = webhook_key(tok);
+
+			if (key == NULL)
+				problem = "a secret is not valid base64";
+			else
+				ep->wh.keys = lappend(ep->wh.keys, key);
+		}
+	}
+	ep->wh.header_lines = webhook_json_headers(NIL, spi_text(tup, 6), false);
+	/* a 410 not saved yet (its row was locked) still pauses it */
+	ep->paused = DatumGetBool(spi_datum(tup, 7, &isnull)) || ep->pause_now;
+	if (problem == NULL)
+		problem = options_read(OPTIONS_ENDPOINT, DatumGetJsonbP(spi_datum(tup, 10, &isnull)), &opt);
+	MemoryContextSwitchTo(old);
+
+	if (ep->invalid && problem == NULL)
+		ep->last_error[0] = '\0';	/* fixed */
+	else if (!ep->invalid && problem != NULL)
+	{
+		snprintf(ep->last_error, sizeof(ep->last_error), "invalid configuration: %s", problem);
+		ereport(LOG,
+				(errmsg("outbox: endpoint \"%s\" has an invalid configuration and is not delivered to", ep->name),
+				 errdetail("%s", ep->last_error),
+				 errhint("Correct it with outbox.alter_endpoint().")));
+	}
+	ep->invalid = (problem != NULL);
+	if (ep->invalid)
+	{
+		if (ep->max_in_flight == 0)
+			options_read(OPTIONS_ENDPOINT, NULL, &opt);	/* never loaded: defaults */
+		else
+			return;				/* in flight: keep the settings they went with */
+	}
+	ep->max_attempts = opt.max_attempts;
+	ep->backoff_base_ms = opt.backoff_base_ms;
+	ep->backoff_max_ms = opt.backoff_max_ms;
+	ep->timeout_ms = opt.timeout_ms;
+	ep->max_in_flight = opt.max_in_flight;
+	ep->rate_limit = opt.rate_limit_per_sec;
+	ep->batch_size = opt.batch_size;
+	ep->ordered = opt.ordered;
+}
+
+/*
  * Load the endpoint configuration; called when its generation changed.
- * Runs one transaction.  Endpoints keep their queues and in-flight requests
- * across a reload; new ones start from their saved cursor and parked rows.
+ * Runs one transaction.  Endpoints keep their queues, their in-flight
+ * requests and their unsaved results across a reload, whatever changed
+ * (a reload must never repeat a delivery); new ones start from their saved
+ * cursor and parked rows.
  */
 void
 delivery_reload(void)
@@ -470,8 +560,7 @@ delivery_reload(void)
 		int			id = DatumGetInt32(spi_datum(tup, 1, &isnull));
 		Endpoint   *ep = endpoint_by_id(id);
 		bool		fresh = (ep == NULL);
-		MemoryContext old;
-		Datum		d;
+		MemoryContext old = CurrentMemoryContext;
 
 		if (fresh)
 		{
@@ -481,51 +570,12 @@ delivery_reload(void)
 			dlist_init(&ep->queue);
 			ep->want_fetch = true;
 			ep->tokens_at = GetCurrentTimestamp();
-			old = MemoryContextSwitchTo(delivery_cxt);
+			MemoryContextSwitchTo(delivery_cxt);
 			endpoints = lappend(endpoints, ep);
 			MemoryContextSwitchTo(old);
 		}
 		ep->dropped = false;
-		/* the configuration lives in its own context, replaced on each reload */
-		if (ep->config_cxt)
-			MemoryContextReset(ep->config_cxt);
-		else
-			ep->config_cxt = AllocSetContextCreate(ep->cxt, "outbox endpoint config",
-												   ALLOCSET_SMALL_SIZES);
-		old = MemoryContextSwitchTo(ep->config_cxt);
-		ep->name = spi_text(tup, 2);
-		ep->url = spi_text(tup, 3);
-		ep->patterns = NIL;
-		{
-			ArrayType  *arr = DatumGetArrayTypeP(spi_datum(tup, 4, &isnull));
-			Datum	   *elems;
-			int			nelems;
-
-			deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, NULL, &nelems);
-			for (int j = 0; j < nelems; j++)
-				ep->patterns = lappend(ep->patterns, TextDatumGetCString(elems[j]));
-		}
-		ep->wh.keys = NIL;
-		d = spi_datum(tup, 5, &isnull);
-		if (!isnull)
-		{
-			char	   *secrets = TextDatumGetCString(d);
-			char	   *tok;
-			char	   *save;
-
-			for (tok = strtok_r(secrets, " \t\n", &save); tok; tok = strtok_r(NULL, " \t\n", &save))
-				ep->wh.keys = lappend(ep->wh.keys, webhook_key(tok));
-		}
-		ep->wh.header_lines = webhook_json_headers(NIL, spi_text(tup, 6));
-		ep->paused = DatumGetBool(spi_datum(tup, 7, &isnull));
-		ep->max_attempts = DatumGetInt32(spi_datum(tup, 10, &isnull));
-		ep->backoff_base_ms = DatumGetInt32(spi_datum(tup, 11, &isnull));
-		ep->backoff_max_ms = DatumGetInt32(spi_datum(tup, 12, &isnull));
-		ep->timeout_ms = DatumGetInt32(spi_datum(tup, 13, &isnull));
-		ep->max_in_flight = DatumGetInt32(spi_datum(tup, 14, &isnull));
-		ep->rate_limit = DatumGetInt32(spi_datum(tup, 15, &isnull));
-		ep->batch_size = DatumGetInt32(spi_datum(tup, 16, &isnull));
-		ep->ordered = DatumGetBool(spi_datum(tup, 17, &isnull));
+		endpoint_configure(ep, tup);
 		if (fresh)
 		{
 			ArrayType  *arr = DatumGetArrayTypeP(spi_datum(tup, 9, &isnull));
@@ -550,12 +600,18 @@ delivery_reload(void)
 		endpoint_load_parked(lfirst(lc));
 	delivery_end();
 
-	/* endpoints that left the catalog go once their requests are back */
+	/*
+	 * Endpoints that left the catalog go once their requests are back; until
+	 * then no later reload takes them for a catalog row.
+	 */
 	foreach(lc, endpoints)
 	{
 		Endpoint   *ep = lfirst(lc);
 
-		if (ep->dropped && ep->in_flight == 0)
+		if (!ep->dropped)
+			continue;
+		ep->id = -1;
+		if (ep->in_flight == 0)
 		{
 			endpoint_free(ep);
 			foreach_delete_current(endpoints, lc);
@@ -587,7 +643,7 @@ delivery_fetch(bool woken)
 
 		if (woken || (ep->refetch_at != 0 && now >= ep->refetch_at))
 			ep->want_fetch = true;
-		if (!ep->want_fetch || ep->dropped || ep->paused)
+		if (!ep->want_fetch || ep->dropped || ep->paused || ep->invalid)
 			continue;
 		/* a full queue reads later: want_fetch remembers it, no timer needed */
 		if (ep->queued >= 2 * ep->max_in_flight * ep->batch_size)
@@ -610,7 +666,7 @@ delivery_fetch(bool woken)
 			bool		isnull;
 			int64		id = DatumGetInt64(spi_datum(tup, 1, &isnull));
 
-			if (FullTransactionIdFollows(DatumGetFullTransactionId(spi_datum(tup, 7, &isnull)), horizon))
+			if (gapless_holds_back(DatumGetFullTransactionId(spi_datum(tup, 7, &isnull)), horizon))
 			{
 				ep->refetch_ms = ep->refetch_ms == 0 ? HORIZON_RETRY_MIN_MS
 					: Min(ep->refetch_ms * 2, HORIZON_RETRY_MAX_MS);
@@ -676,7 +732,7 @@ endpoint_send(Endpoint *ep, TimestampTz now)
 	Request    *req = NULL;
 	int			limit;
 
-	if (ep->dropped || ep->paused)
+	if (ep->dropped || ep->paused || ep->invalid)
 		return;
 	if (ep->breaker == BREAKER_OPEN)
 	{
@@ -864,8 +920,6 @@ delivery_complete(HttpResult *r)
 	/* a dropped endpoint is freed by the next reload, once idle */
 }
 
-static void expire_soon(void);
-
 #define PERSIST_EVERY_MS	20
 static TimestampTz last_persist = 0;
 
@@ -908,6 +962,7 @@ delivery_persist(void)
 	ListCell   *lc;
 	bool		began = false;
 	List	   *skipped = NIL;	/* endpoints whose row was locked or gone */
+	MemoryContext caller_cxt = CurrentMemoryContext;
 
 	foreach(lc, endpoints)
 	{
@@ -967,8 +1022,12 @@ delivery_persist(void)
 			 * The row is locked by a transaction that changes the endpoint,
 			 * or gone: save next time (a reload will tell which).
 			 */
+			MemoryContext old = MemoryContextSwitchTo(caller_cxt);
+
 			ep->cursor = saved_cursor;
+			/* not in SPI's context: the list is read after the commit */
 			skipped = lappend(skipped, ep);
+			MemoryContextSwitchTo(old);
 			continue;
 		}
 
@@ -1018,7 +1077,7 @@ delivery_persist(void)
 	if (!began)
 		return;
 	delivery_end();
-	expire_soon();
+	retention_soon();
 
 	/* committed: drop what is now saved */
 	foreach(lc, endpoints)
@@ -1082,7 +1141,8 @@ delivery_next_timeout(void)
 
 		if (ep->dropped)
 			continue;
-		if (ep->want_fetch && !ep->paused && ep->queued < 2 * ep->max_in_flight * ep->batch_size)
+		if (ep->want_fetch && !ep->paused && !ep->invalid &&
+			ep->queued < 2 * ep->max_in_flight * ep->batch_size)
 			return 0;			/* more of the log to read, and room for it */
 		if (ep->dirty)
 		{
@@ -1092,11 +1152,12 @@ delivery_next_timeout(void)
 			if (next == 0 || t < next)
 				next = t;
 		}
-		if (ep->dropped || ep->paused)
+		if (ep->dropped || ep->paused || ep->invalid)
 			continue;
 		if (ep->refetch_at != 0 && (next == 0 || ep->refetch_at < next))
 			next = ep->refetch_at;
-		if (ep->breaker == BREAKER_OPEN && ep->queued > 0)
+		/* once the cool-down is over, wait for the probe's message to be due */
+		if (ep->breaker == BREAKER_OPEN && ep->queued > 0 && ep->open_until > now)
 		{
 			if (next == 0 || ep->open_until < next)
 				next = ep->open_until;
@@ -1189,7 +1250,7 @@ delivery_report(RelaySlot *slot, bool horizon_blocked)
 			continue;
 		st = &stats[k++];
 		st->endpoint_id = ep->id;
-		strlcpy(st->state, ep->paused ? "paused" :
+		strlcpy(st->state, ep->invalid ? "invalid" : ep->paused ? "paused" :
 				ep->breaker == BREAKER_OPEN ? "open" :
 				ep->breaker == BREAKER_HALF_OPEN ? "half_open" : "active", sizeof(st->state));
 		st->queued = ep->queued;
@@ -1209,74 +1270,4 @@ delivery_report(RelaySlot *slot, bool horizon_blocked)
 	for (; k < max && stats[k].endpoint_id != 0; k++)
 		stats[k].endpoint_id = 0;
 	LWLockRelease(outbox_shmem->lock);
-}
-
-/* ---- retention ---- */
-
-/*
- * Retention deletes in small batches with short pauses between them: each
- * pass runs in the relay's own loop, so a long one would hold deliveries
- * up (10,000-row passes put 240 ms into the p99 latency).  1,000 rows every
- * 10 ms still deletes about 100,000 messages a second.
- */
-#define EXPIRE_BATCH		1000
-#define EXPIRE_PAUSE_MS		10
-#define EXPIRE_AFTER_WORK_MS 5000
-
-static TimestampTz expire_at = 0;	/* next retention pass; 0 = none needed */
-
-/* Progress was saved: cursors moved, so messages may become expirable. */
-static void
-expire_soon(void)
-{
-	TimestampTz soon = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), EXPIRE_AFTER_WORK_MS);
-
-	if (expire_at == 0 || expire_at > soon)
-		expire_at = soon;
-}
-
-/* outbox.retention may have changed: plan the next pass from scratch. */
-void
-delivery_retention_changed(void)
-{
-	expire_at = GetCurrentTimestamp();
-}
-
-/*
- * When due, delete a batch of delivered messages older than outbox.retention:
- * those every endpoint's cursor has passed that have no retry or dead letter.
- * Then plan the next pass: shortly while batches come back full, else when
- * the oldest remaining candidate expires, else never (until deliveries move
- * the cursors again).  So an idle relay does not wake up for nothing.
- * Returns ms until the next pass, or -1.  One short transaction when due.
- */
-long
-delivery_expire(void)
-{
-	TimestampTz now = GetCurrentTimestamp();
-	Datum		args[2];
-	uint64		n;
-
-	if (expire_at == 0)
-		return -1;
-	if (now < expire_at)
-		return TimestampDifferenceMilliseconds(now, expire_at);
-
-	delivery_begin("outbox: deleting delivered messages");
-	args[0] = Float8GetDatum((double) outbox_retention_s);
-	args[1] = Int32GetDatum(EXPIRE_BATCH);
-	n = outbox_spi_run(&plan_expire, args, NULL, false, 0, SPI_OK_DELETE);
-	expire_at = 0;
-	if (n == EXPIRE_BATCH)
-		expire_at = TimestampTzPlusMilliseconds(now, EXPIRE_PAUSE_MS);
-	else if (outbox_spi_run(&plan_next_expiry, args, NULL, false, 1, SPI_OK_SELECT) == 1)
-	{
-		bool		isnull;
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-
-		if (!isnull)
-			expire_at = Max(DatumGetTimestampTz(d), TimestampTzPlusMilliseconds(now, 1000));
-	}
-	delivery_end();
-	return expire_at == 0 ? -1 : Max(0, TimestampDifferenceMilliseconds(now, expire_at));
 }

@@ -14,6 +14,12 @@
  * with one heavyweight lock per stream ran out of shared memory on a bulk
  * load of 10,000 streams).
  *
+ * delete_stream takes the same row lock before it deletes, so a delete and
+ * an append serialise like two appends.  It keeps the head row as a
+ * tombstone and moves its version one step up: appends go on above it, and
+ * every ETag taken before the delete, or for the deleted (empty) state, is
+ * one that no later state of the stream has (no ABA).
+ *
  * Every function here runs in the caller's transaction.
  *-------------------------------------------------------------------------
  */
@@ -80,9 +86,9 @@ static OutboxPlan plan_delete_events = {
 	"DELETE FROM outbox._events WHERE stream = $1",
 	1, {TEXTOID}
 };
-static OutboxPlan plan_delete_head = {
-	"DELETE FROM outbox._streams WHERE stream = $1",
-	1, {TEXTOID}
+static OutboxPlan plan_has_version = {
+	"SELECT FROM outbox._events WHERE stream = $1 AND version = $2",
+	2, {TEXTOID, INT8OID}
 };
 static OutboxPlan plan_audit_delete = {
 	"INSERT INTO outbox.stream_deletions"
@@ -118,6 +124,21 @@ es_head_version(const char *stream, Snapshot snap)
 	ExecDropSingleTupleTableSlot(slot);
 	table_close(rel, NoLock);
 	return version;
+}
+
+/*
+ * Does the stream have events, its head being at version head?  Only a
+ * deleted stream (its tombstone, see the top) has none at a version > 0.
+ */
+static bool
+es_has_events(OutboxSpi *spi, const char *stream, int64 head)
+{
+	Datum		args[2] = {CStringGetTextDatum(stream), Int64GetDatum(head)};
+
+	if (head == 0)
+		return false;
+	outbox_spi_begin(spi);
+	return outbox_spi_run(&plan_has_version, args, NULL, false, 0, SPI_OK_SELECT) == 1;
 }
 
 /*
@@ -301,7 +322,7 @@ outbox_append(PG_FUNCTION_ARGS)
 	}
 
 	if ((expect == EXPECT_VERSION && head != expected) ||
-		(expect == EXPECT_EXISTS && head == 0))
+		(expect == EXPECT_EXISTS && !es_has_events(&spi, stream, head)))
 	{
 		int64		replayed = -1;
 
@@ -386,15 +407,20 @@ outbox_read_all(PG_FUNCTION_ARGS)
  *
  * The one way to remove events: a whole stream, for a data-protection
  * request, recorded in outbox.stream_deletions.  EXECUTE is granted to
- * outbox_admin only.
+ * outbox_admin only.  Locks the stream's head first, as an append does (see
+ * the top): an append in flight is waited for and its events deleted too;
+ * an append that comes later waits for this transaction and continues above
+ * the tombstone.
  */
 Datum
 outbox_delete_stream(PG_FUNCTION_ARGS)
 {
 	char	   *stream = outbox_arg_name(fcinfo, 0, "stream");
 	OutboxSpi	spi = OUTBOX_SPI_INIT;
+	OutboxRows	heads;
 	Datum		args[4];
 	uint64		deleted;
+	bool		has_head;
 
 	outbox_check_writable("outbox.delete_stream()");
 	if (PG_ARGISNULL(1) || VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(1)) == 0)
@@ -407,10 +433,15 @@ outbox_delete_stream(PG_FUNCTION_ARGS)
 	args[2] = CStringGetDatum(GetUserNameFromId(GetUserId(), false));
 	args[3] = PointerGetDatum(PG_GETARG_TEXT_PP(1));
 
+	/* no head, no committed event: a stream being created now comes after us */
+	rows_open(&heads, outbox_relid("_streams"));
+	has_head = rows_lock_by_key(&heads, outbox_relid("_streams_pkey"), args[0], F_TEXTEQ);
+
 	outbox_spi_begin(&spi);
 	es_deleting = true;
 	PG_TRY();
 	{
+		/* a new snapshot: in READ COMMITTED it sees what the head's last locker wrote */
 		deleted = outbox_spi_run(&plan_delete_events, args, NULL, false, 0, SPI_OK_DELETE);
 	}
 	PG_FINALLY();
@@ -418,7 +449,16 @@ outbox_delete_stream(PG_FUNCTION_ARGS)
 		es_deleting = false;
 	}
 	PG_END_TRY();
-	outbox_spi_run(&plan_delete_head, args, NULL, false, 0, SPI_OK_DELETE);
+	if (has_head && deleted > 0)
+	{
+		bool		isnull;
+		int64		head = DatumGetInt64(slot_getattr(heads.slot, ES_COL_HEAD_VERSION, &isnull));
+		Datum		row[ES_STREAM_COLS] = {args[0], Int64GetDatum(head + 1)};
+		bool		nulls[ES_STREAM_COLS] = {false, false};
+
+		rows_update(&heads, row, nulls, ES_STREAM_COLS);
+	}
+	rows_close(&heads);
 	args[1] = Int64GetDatum(deleted);
 	outbox_spi_run(&plan_audit_delete, args, NULL, false, 0, SPI_OK_INSERT);
 	outbox_spi_end(&spi);

@@ -18,30 +18,44 @@
  *    that might still commit a row has an xid >= horizon.
  * 4. A visible row with xmark <= horizon thus has no invisible row below it
  *    now or ever.  The reader returns rows in position order and stops at the
- *    first row with xmark > horizon: everything it returned is a prefix of
- *    the final log.
+ *    first row with xmark > horizon (but see 5): everything it returned is a
+ *    prefix of the final log.
  *
  * One long transaction that holds an xid delays readers (never loses rows);
  * outbox.stat_workers will name it.
+ *
+ * 5. xmark is an absolute xid8, and pg_dump carries it to another cluster
+ *    whose counter may be far lower: compared with that cluster's horizon,
+ *    every restored row would look like a running writer's, and hide the log
+ *    until the counter caught up (forever, from a production source with a
+ *    non-zero epoch).  But a row this cluster wrote has an xmark no greater
+ *    than its next xid, which never goes back: a row whose xmark is beyond
+ *    the next xid was written elsewhere and restored, hence committed, and
+ *    its position is below every position this cluster will take (pg_dump
+ *    restores the sequence too).  Such rows pass (gapless_holds_back).  Once
+ *    the counter catches up with them they are compared like any row: a
+ *    transaction that started just before can hold them back until it ends,
+ *    no longer.  pg_upgrade and a promoted standby keep the counter, so
+ *    nothing changes for them.
  *
  * The projector is the exception that must not delay them: its batch holds
  * an xid while a handler runs, which may take minutes (a lock wait, a
  * sleep), and webhook delivery must go on meanwhile.  So step 3 leaves out
  * the xids that hold no log position, and stays gap-free by construction:
  *
- * 5. Once its batch has an xid, the projector publishes it in its slot
+ * 6. Once its batch has an xid, the projector publishes it in its slot
  *    (gapless_exclude_self): "this transaction holds no position".  It has
  *    taken none at that point.
- * 6. Anything that takes a position (append, publish: gapless_take_xid)
+ * 7. Anything that takes a position (append, publish: gapless_take_xid)
  *    first withdraws its own xid from the slot, with a full memory barrier,
  *    and only then calls nextval.  A handler that appends or publishes thus
  *    turns its batch back into an ordinary writer.  Withdrawal is one-way
  *    for the transaction; the next batch publishes its new xid.
- * 7. The reader takes its snapshot, then (after a barrier) reads the slots.
+ * 8. The reader takes its snapshot, then (after a barrier) reads the slots.
  *    Its horizon is the oldest running xid of the snapshot (xip) that it
  *    did not see published, or the snapshot's xmax if none.
  *
- * Why 7 is safe: if the reader saw xid X published, X had not withdrawn
+ * Why 8 is safe: if the reader saw xid X published, X had not withdrawn
  * when the reader looked, which was after its snapshot; X takes any
  * position only after withdrawing, so after that moment.  Positions come
  * from one sequence, so X's positions are larger than every position taken
@@ -84,7 +98,7 @@ gapless_horizon(void)
 	FullTransactionId own = GetTopFullTransactionIdIfAny();
 	TransactionId oldest = snap->xmin;
 
-	/* step 7: leave out the projectors' xids that hold no position */
+	/* step 8: leave out the projectors' xids that hold no position */
 	if (outbox_shmem != NULL && !snap->takenDuringRecovery &&
 		gapless_xid_excluded(snap->xmin))
 	{
@@ -101,7 +115,7 @@ gapless_horizon(void)
 }
 
 /*
- * Is xid a projector's transaction that holds no log position (step 5)?
+ * Is xid a projector's transaction that holds no log position (step 6)?
  * Reads the slots after a full barrier: in gapless_horizon, after the
  * snapshot was taken.  One entry per database; another database's
  * projector never writes to our log, so leaving it out is harmless.
@@ -118,7 +132,7 @@ gapless_xid_excluded(TransactionId xid)
 	return false;
 }
 
-/* this backend's published entry, while it holds no position (step 5) */
+/* this backend's published entry, while it holds no position (step 6) */
 static pg_atomic_uint32 *excluded_entry = NULL;
 
 /*
@@ -136,7 +150,7 @@ gapless_exclude_self(pg_atomic_uint32 *entry)
 	pg_atomic_write_u32(entry, xid);
 }
 
-/* Withdraw this backend's published xid, if any: steps 6 and the batch's end. */
+/* Withdraw this backend's published xid, if any: step 7, and the batch's end. */
 void
 gapless_include_self(void)
 {
@@ -148,7 +162,7 @@ gapless_include_self(void)
 }
 
 /*
- * Called by a writer before it takes positions (step 1, and step 6): its
+ * Called by a writer before it takes positions (step 1, and step 7): its
  * top-level xid exists and is not published as holding no position.
  */
 void
@@ -156,6 +170,18 @@ gapless_take_xid(void)
 {
 	(void) GetTopTransactionId();
 	gapless_include_self();
+}
+
+/*
+ * Must a reader with this horizon stop before a row with this xmark?  Only
+ * if the row is above the horizon and was written by this cluster (point 5
+ * above: next xid read now, after the row was written).
+ */
+bool
+gapless_holds_back(FullTransactionId xmark, FullTransactionId horizon)
+{
+	return FullTransactionIdFollows(xmark, horizon) &&
+		!FullTransactionIdFollows(xmark, ReadNextFullTransactionId());
 }
 
 /*

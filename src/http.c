@@ -42,7 +42,7 @@
 
 PG_FUNCTION_INFO_V1(outbox_check_url);
 
-#define HTTP_MAX_BODY		4096	/* response bytes kept, for last_error */
+#define HTTP_MAX_BODY		OUTBOX_LAST_ERROR_BYTES	/* response bytes kept, for last_error */
 #define HTTP_MAX_READY		256		/* sockets handled per wakeup */
 #define HTTP_POOL			256		/* finished easy handles kept for reuse */
 

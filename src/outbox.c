@@ -21,6 +21,7 @@ int			outbox_max_databases = 16;
 int			outbox_max_endpoints = 64;
 int			outbox_max_projections = 64;
 int			outbox_retention_s = 3600;
+int			outbox_inbox_retention_s = 7 * 24 * 3600;
 
 /*
  * The value set by the server's configuration (file, command line, ALTER
@@ -69,10 +70,23 @@ _PG_init(void)
 							NULL);
 
 	DefineCustomIntVariable("outbox.retention",
-							"How long delivered messages are kept before the relay deletes them.",
-							"Messages still waiting for an endpoint, retrying or dead-lettered are kept regardless.",
+							"How long consumed messages are kept before the relay deletes them.",
+							"Messages an endpoint still has to deliver (waiting, retrying, dead-lettered) or a subscription has not acknowledged are kept regardless.",
 							&outbox_retention_s,
 							3600,
+							0,
+							INT_MAX / 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL,
+							NULL,
+							NULL);
+
+	DefineCustomIntVariable("outbox.inbox_retention",
+							"How long outbox.consume_once remembers a message id.",
+							"The relay deletes older rows of outbox._inbox; a repeat arriving later is not recognised.  0 keeps them forever.",
+							&outbox_inbox_retention_s,
+							7 * 24 * 3600,
 							0,
 							INT_MAX / 1000,
 							PGC_SIGHUP,

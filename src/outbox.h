@@ -41,6 +41,7 @@ extern int	outbox_max_databases;
 extern int	outbox_max_endpoints;
 extern int	outbox_max_projections;
 extern int	outbox_retention_s;
+extern int	outbox_inbox_retention_s;
 
 /* shmem.c: one slot per database relay (lock order and wakeups: shmem.c) */
 typedef enum RelayState
@@ -51,6 +52,13 @@ typedef enum RelayState
 	RELAY_NO_EXTENSION,			/* exited: the database has no outbox extension */
 	RELAY_BACKOFF				/* exited with an error; restarts after next_start_at */
 } RelayState;
+
+/*
+ * The longest last_error kept, in bytes, terminator included: a delivery's
+ * in outbox.dead_letters, an endpoint's in outbox.stat_endpoints.  An HTTP
+ * failure's is "HTTP <status>: " and the start of the response body.
+ */
+#define OUTBOX_LAST_ERROR_BYTES	256
 
 /* What the relay tells outbox.stat_endpoints about one endpoint. */
 #define STAT_LATENCIES 256
@@ -69,7 +77,7 @@ typedef struct EndpointStats
 	TimestampTz last_success_at;
 	TimestampTz last_failure_at;
 	int			last_http_status;
-	char		last_error[160];
+	char		last_error[OUTBOX_LAST_ERROR_BYTES];
 	int			nlatencies;		/* commit-to-2xx latencies, ms, most recent */
 	float4		latencies[STAT_LATENCIES];
 } EndpointStats;
@@ -183,7 +191,7 @@ typedef struct WebhookMessage
 } WebhookMessage;
 
 extern WebhookKey *webhook_key(const char *secret);
-extern List *webhook_json_headers(List *lines, const char *json);
+extern List *webhook_json_headers(List *lines, const char *json, bool from_message);
 extern List *webhook_build(const WebhookEndpoint *ep, WebhookMessage **msgs, int n,
 						   StringInfo body);
 
@@ -194,7 +202,7 @@ typedef struct HttpResult
 	int			status;			/* HTTP status; 0 = transport failure */
 	long		retry_after_ms; /* -1 if none */
 	int64		elapsed_us;
-	char		error[256];
+	char		error[OUTBOX_LAST_ERROR_BYTES];
 } HttpResult;
 
 extern void http_init(void);
@@ -213,14 +221,20 @@ extern void delivery_persist(void);
 extern bool delivery_should_persist(void);
 extern long delivery_next_timeout(void);
 extern void delivery_report(RelaySlot *slot, bool horizon_blocked);
-extern long delivery_expire(void);
-extern void delivery_retention_changed(void);
 extern bool delivery_horizon_blocked(void);
+
+/* subscription.c: pull consumers, and the topic patterns they share with endpoints */
+extern bool outbox_topic_matches(const char *pattern, const char *topic);
+
+/* retention.c: deleting delivered messages */
+extern long retention_expire(void);
+extern void retention_soon(void);
+extern void retention_changed(void);
 
 /* projection.c: applying events to projections */
 #define PROJECTION_COLUMNS \
 	"id, name, mode, state, position, handler, reset, run_as, event_types, stream_prefix," \
-	" (options->>'batch_size')::int"
+	" options"
 
 typedef struct Projection
 {
@@ -228,15 +242,19 @@ typedef struct Projection
 	char	   *name;
 	char	   *state;			/* running, paused, failed, rebuilding */
 	int64		position;		/* async: checkpoint */
-	Oid			handler;
-	Oid			reset;			/* InvalidOid: none */
-	Oid			run_as;			/* the role handler and reset run as */
+	char	   *handler_signature;	/* as stored; resolved on first use */
+	char	   *reset_signature;	/* NULL: none */
+	Oid			handler;		/* InvalidOid until resolved (projection_resolve) */
+	char	   *run_as_name;	/* the role handler and reset run as */
+	Oid			run_as;			/* its OID, InvalidOid until resolved */
+	MemoryContext cxt;			/* where the projection and its resolution live */
 	int			ntypes;
 	char	  **types;			/* event_types; NULL: every type */
 	char	   *prefix;			/* stream_prefix; NULL: every stream */
 	int			batch_size;		/* async: events per transaction */
-	FmgrInfo	flinfo;			/* the handler's */
-	char	   *search_path;	/* the one the handler runs with */
+	char	   *options_problem;	/* why its stored options cannot be used, or NULL */
+	FmgrInfo	flinfo;			/* the handler's, once resolved */
+	char	   *search_path;	/* the one the handler runs with, once resolved */
 	ProjectionProgress *progress;	/* shared counters; NULL if none */
 } Projection;
 
@@ -356,7 +374,17 @@ extern void outbox_check_writable(const char *fname);
 extern void outbox_check_header_value(const char *what, const char *value, int len);
 extern void outbox_check_name(const char *what, const char *name, int len);
 extern void outbox_check_payload_size(const char *what, Jsonb *value);
-extern void outbox_check_headers(const char *what, Jsonb *headers);
+extern void outbox_check_headers(const char *what, Jsonb *headers, bool from_message);
+
+typedef struct HeaderProblem
+{
+	char	   *message;		/* names the header */
+	const char *detail;			/* NULL if none */
+	const char *hint;			/* NULL if none */
+} HeaderProblem;
+
+extern bool outbox_header_allowed(const char *name, int len, const JsonbValue *value,
+								  bool from_message, HeaderProblem *problem);
 
 /* etag.c */
 extern text *etag_make(const char *stream, int64 version);
@@ -365,6 +393,7 @@ extern int64 etag_version(const char *stream, const char *etag);
 /* gapless.c: the reading horizon of the gap-free logs */
 extern FullTransactionId gapless_horizon(void);
 extern void gapless_take_xid(void);
+extern bool gapless_holds_back(FullTransactionId xmark, FullTransactionId horizon);
 extern FullTransactionId gapless_mark(void);
 extern bool gapless_xid_excluded(TransactionId xid);
 extern void gapless_exclude_self(pg_atomic_uint32 *entry);

@@ -8,7 +8,9 @@
  * A handler gets one outbox.events row.  It runs as the projection's run_as
  * role (its creator), as a restricted operation with a fixed search_path
  * and its setting changes undone (projection_invoke), and only ever outside
- * our SPI sections.
+ * our SPI sections.  It is stored by signature and looked up when an event
+ * first needs it, never a temporary function nor one owned by a role the
+ * run_as role does not trust (projection_check_function).
  *
  * Inline projections are cached per backend.  Every change to them (create,
  * drop, pause, resume, rebuild) takes a SHARE lock on outbox._events, which
@@ -25,6 +27,7 @@
 #include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -36,12 +39,14 @@
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/regproc.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/typcache.h"
 #include "utils/xid8.h"
 
 #include "outbox.h"
+#include "options.h"
 
 PG_FUNCTION_INFO_V1(outbox_create_projection);
 PG_FUNCTION_INFO_V1(outbox_projections_changed);
@@ -105,28 +110,93 @@ function_oid(const char *signature)
 	return fcinfo->isnull ? InvalidOid : DatumGetObjectId(result);
 }
 
-static Oid
-projection_function(const char *name, const char *what, const char *signature, Oid run_as)
+/*
+ * May a function owned by owner run with run_as's rights?  Only if run_as
+ * could have written it: its own, a role it is a member of (superuser
+ * status aside: a superuser projection role trusts no one by that alone), or
+ * a superuser's.  Otherwise whoever re-created a dropped handler under its
+ * name would run code as the projection's role.
+ */
+static bool
+projection_trusts(Oid run_as, Oid owner)
 {
-	Oid			fn = function_oid(signature);
+	return owner == run_as || superuser_arg(owner) || is_member_of_role_nosuper(run_as, owner);
+}
 
-	if (!OidIsValid(fn))
+/*
+ * Check that fn may be a handler or reset function (what) of projection
+ * name, run as run_as: not a temporary function (its schema's name is
+ * reused by other sessions), owned by a role run_as trusts, executable by
+ * run_as.  At creation and at every resolution.
+ */
+static void
+projection_check_function(const char *name, const char *what, Oid fn, Oid run_as)
+{
+	HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	Form_pg_proc proc;
+	char	   *signature;
+
+	if (!HeapTupleIsValid(tup))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_FUNCTION),
-				 errmsg("%s %s of projection \"%s\" does not exist", what, signature, name),
-				 errhint("Create the function again, or drop the projection with outbox.drop_projection().")));
+				 errmsg("%s %u of projection \"%s\" does not exist", what, fn, name)));
+	proc = (Form_pg_proc) GETSTRUCT(tup);
+	signature = format_procedure_qualified(fn);
+	if (isAnyTempNamespace(proc->pronamespace))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s %s of projection \"%s\" is a temporary function", what, signature, name),
+				 errdetail("A temporary function goes with its session, and another session can create one of the same name."),
+				 errhint("Create the function in a permanent schema.")));
+	if (!projection_trusts(run_as, proc->proowner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("%s %s of projection \"%s\" is owned by role \"%s\", which role \"%s\" does not trust",
+						what, signature, name, GetUserNameFromId(proc->proowner, false),
+						GetUserNameFromId(run_as, false)),
+				 errdetail("The function runs as role \"%s\": it must be owned by that role, a role it is a member of, or a superuser.",
+						   GetUserNameFromId(run_as, false)),
+				 errhint("Create the function as role \"%s\", or drop and create the projection again.",
+						 GetUserNameFromId(run_as, false))));
+	ReleaseSysCache(tup);
 	if (pg_proc_aclcheck(fn, run_as, ACL_EXECUTE) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("role \"%s\" may no longer execute %s %s of projection \"%s\"",
 						GetUserNameFromId(run_as, false), what, signature, name)));
+}
+
+/*
+ * A stored signature's function of p, checked (above), 42883 if it is gone;
+ * resolves p's role first.
+ */
+static Oid
+projection_function(Projection *p, const char *what, const char *signature)
+{
+	Oid			fn;
+
+	if (!OidIsValid(p->run_as))
+		p->run_as = get_role_oid(p->run_as_name, true);
+	if (!OidIsValid(p->run_as))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("role \"%s\" of projection \"%s\" does not exist", p->run_as_name, p->name),
+				 errhint("Create the projection again as an existing role.")));
+	fn = function_oid(signature);
+	if (!OidIsValid(fn))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("%s %s of projection \"%s\" does not exist", what, signature, p->name),
+				 errhint("Create the function again, or drop the projection with outbox.drop_projection().")));
+	projection_check_function(p->name, what, fn, p->run_as);
 	return fn;
 }
 
 /*
  * A projection from a row of PROJECTION_COLUMNS (the current SPI result),
- * allocated in cxt.  Resolves the handler and the role, and checks that the
- * role may still execute the handler.
+ * allocated in cxt.  Its role and functions are resolved on first use
+ * (projection_resolve): a dropped handler or role fails only what would
+ * call the handler.
  */
 Projection *
 projection_from_spi(HeapTuple tup, MemoryContext cxt)
@@ -136,23 +206,17 @@ projection_from_spi(HeapTuple tup, MemoryContext cxt)
 	Projection *p = palloc0(sizeof(Projection));
 	bool		isnull;
 	Datum		d;
-	char	   *reset;
+	ProjectionOptions opt;
 
+	options_read(OPTIONS_PROJECTION, NULL, &opt);
+	p->cxt = cxt;
 	p->id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
 	p->name = SPI_getvalue(tup, desc, 2);
 	p->state = SPI_getvalue(tup, desc, 4);
 	p->position = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
-	p->run_as = get_role_oid(SPI_getvalue(tup, desc, 8), true);
-	if (!OidIsValid(p->run_as))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("role \"%s\" of projection \"%s\" does not exist",
-						SPI_getvalue(tup, desc, 8), p->name),
-				 errhint("Create the projection again as an existing role.")));
-	p->handler = projection_function(p->name, "handler", SPI_getvalue(tup, desc, 6), p->run_as);
-	reset = SPI_getvalue(tup, desc, 7);
-	if (reset != NULL)
-		p->reset = projection_function(p->name, "reset function", reset, p->run_as);
+	p->run_as_name = SPI_getvalue(tup, desc, 8);
+	p->handler_signature = SPI_getvalue(tup, desc, 6);
+	p->reset_signature = SPI_getvalue(tup, desc, 7);
 	d = SPI_getbinval(tup, desc, 9, &isnull);
 	if (!isnull)
 	{
@@ -165,11 +229,33 @@ projection_from_spi(HeapTuple tup, MemoryContext cxt)
 			p->types[i] = TextDatumGetCString(elems[i]);
 	}
 	p->prefix = SPI_getvalue(tup, desc, 10);
-	p->batch_size = DatumGetInt32(SPI_getbinval(tup, desc, 11, &isnull));
-	fmgr_info_cxt(p->handler, &p->flinfo, cxt);
-	p->search_path = function_search_path(p->handler);
+	/* options.c; only async projections use them, and fail if they cannot */
+	p->options_problem = options_read(OPTIONS_PROJECTION,
+									  DatumGetJsonbP(SPI_getbinval(tup, desc, 11, &isnull)), &opt);
+	p->batch_size = opt.batch_size;
 	MemoryContextSwitchTo(old);
 	return p;
+}
+
+/*
+ * Look the role and the handler up and check them, once per loaded
+ * projection (the inline cache is reloaded after any function or role
+ * change).  A failure leaves p unresolved: the next use tries again.
+ */
+static void
+projection_resolve(Projection *p)
+{
+	Oid			fn;
+	MemoryContext old;
+
+	if (OidIsValid(p->handler))
+		return;
+	fn = projection_function(p, "handler", p->handler_signature);
+	old = MemoryContextSwitchTo(p->cxt);
+	fmgr_info_cxt(fn, &p->flinfo, p->cxt);
+	p->search_path = function_search_path(fn);
+	MemoryContextSwitchTo(old);
+	p->handler = fn;
 }
 
 /* Projection id, loaded in the current memory context; 42704 if it is gone. */
@@ -253,13 +339,16 @@ projection_invoke(Projection *p, FmgrInfo *flinfo, int nargs, Datum arg, const c
 }
 
 /*
- * Around a batch of calls to p's handler: its search_path, set once; undone
- * by projection_leave (or by abort).
+ * Around a batch of calls to p's handler: resolves it, and sets its
+ * search_path once; undone by projection_leave (or by abort).
  */
 int
 projection_enter(Projection *p)
 {
-	int			nest = NewGUCNestLevel();
+	int			nest;
+
+	projection_resolve(p);
+	nest = NewGUCNestLevel();
 
 	(void) set_config_option("search_path", p->search_path, PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
@@ -276,6 +365,7 @@ projection_leave(int nest)
 void
 projection_call(Projection *p, Datum row)
 {
+	projection_resolve(p);
 	projection_invoke(p, &p->flinfo, 1, row, p->search_path);
 }
 
@@ -327,7 +417,7 @@ projection_read(int64 after, int limit, bool gapless, ProjectionEvent **out, boo
 		MemoryContext old;
 
 		heap_deform_tuple(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, values, nulls);
-		if (gapless && FullTransactionIdFollows(DatumGetFullTransactionId(values[EVENT_COLS]), horizon))
+		if (gapless && gapless_holds_back(DatumGetFullTransactionId(values[EVENT_COLS]), horizon))
 		{
 			if (held_back)
 				*held_back = true;
@@ -433,14 +523,13 @@ projection_apply_inline(const char *stream, const EventInput *evs, int n, const 
 						int64 first_version, TimestampTz created_at)
 {
 	List	   *projections = inline_projections();
-	int			nest;
+	int			nest = -1;
 
 	if (cache_has_async)
 		shmem_wake_projector_at_commit();
 	if (projections == NIL)
 		return;
 	CommandCounterIncrement();	/* handlers see the new events */
-	nest = projection_enter(linitial(projections));
 	for (int i = 0; i < n; i++)
 	{
 		Datum		row = (Datum) 0;
@@ -463,12 +552,16 @@ projection_apply_inline(const char *stream, const EventInput *evs, int n, const 
 
 				row = event_row(values);
 			}
+			/* the first handler to run resolves and sets its search_path */
+			if (nest < 0)
+				nest = projection_enter(p);
 			projection_call(p, row);
 			if (p->progress)
 				pg_atomic_fetch_add_u64(&p->progress->live_applied, 1);
 		}
 	}
-	projection_leave(nest);
+	if (nest >= 0)
+		projection_leave(nest);
 }
 
 /* ---- SQL-callable ---- */
@@ -498,6 +591,11 @@ outbox_create_projection(PG_FUNCTION_ARGS)
 	outbox_spi_begin(&spi);
 	outbox_spi_run(&plan_create, args, nulls, false, 0, SPI_OK_SELECT);
 	outbox_spi_end(&spi);
+	/* valid now (the checks above passed): refuse what a resolution would */
+	projection_check_function(TextDatumGetCString(args[0]), "handler", DatumGetObjectId(args[1]), GetUserId());
+	if (!PG_ARGISNULL(5))
+		projection_check_function(TextDatumGetCString(args[0]), "reset function", DatumGetObjectId(args[5]),
+								  GetUserId());
 	PG_RETURN_VOID();
 }
 
@@ -562,12 +660,13 @@ outbox_reset_projection(PG_FUNCTION_ARGS)
 {
 	Projection *p = projection_by_id(PG_GETARG_INT32(0));
 
-	if (OidIsValid(p->reset))
+	if (p->reset_signature != NULL)
 	{
+		Oid			fn = projection_function(p, "reset function", p->reset_signature);
 		FmgrInfo	flinfo;
 
-		fmgr_info(p->reset, &flinfo);
-		projection_invoke(p, &flinfo, 0, (Datum) 0, function_search_path(p->reset));
+		fmgr_info(fn, &flinfo);
+		projection_invoke(p, &flinfo, 0, (Datum) 0, function_search_path(fn));
 	}
 	PG_RETURN_VOID();
 }

@@ -69,6 +69,7 @@
 #include "utils/xid8.h"
 
 #include "outbox.h"
+#include "options.h"
 
 PG_FUNCTION_INFO_V1(outbox_wait_for_projection);
 
@@ -77,6 +78,8 @@ PGDLLEXPORT void outbox_projector_main(Datum arg);
 #define HELD_BACK_MIN_MS	5
 #define HELD_BACK_MAX_MS	100
 #define WAIT_SLICE_MS		1000	/* wait_for_projection re-reads the table this often */
+/* a longer timeout waits this long (100 years: forever, without overflowing a timestamp) */
+#define WAIT_MAX_MS			(INT64CONST(100) * 365 * 24 * 3600 * 1000)
 #define BATCH_MAX_MS		50		/* a batch ends early after this much handler time */
 #define RESTART_BACKOFF_MAX_MS	60000
 
@@ -104,18 +107,22 @@ static OutboxPlan plan_checkpoint = {
 	" WHERE id = $1",
 	4, {INT4OID, INT8OID, INT8OID, BOOLOID}
 };
+static OutboxPlan plan_options = {
+	"SELECT options FROM outbox._projections WHERE id = $1",
+	1, {INT4OID}
+};
+/* $3, $4, $5: max_attempts, backoff_base_ms, backoff_max_ms (options.c) */
 static OutboxPlan plan_failure = {
 	"UPDATE outbox._projections"
 	" SET attempts = attempts + 1, last_error = $2,"
-	" retry_at = now() + least((options->>'backoff_max_ms')::float8,"
-	"     (options->>'backoff_base_ms')::float8 * power(2, least(attempts, 40))) * interval '1 ms',"
-	" state = CASE WHEN attempts + 1 >= (options->>'max_attempts')::int THEN 'failed' ELSE state END"
+	" retry_at = now() + least($5::float8, $4 * power(2, least(attempts, 40))) * interval '1 ms',"
+	" state = CASE WHEN attempts + 1 >= $3 THEN 'failed' ELSE state END"
 	" WHERE id = $1 AND mode = 'async' AND state IN ('running', 'rebuilding')"
 	" RETURNING retry_at, state",
-	2, {INT4OID, TEXTOID}
+	5, {INT4OID, TEXTOID, INT4OID, INT4OID, INT4OID}
 };
 static OutboxPlan plan_state = {
-	"SELECT mode, state, position FROM outbox._projections WHERE name = $1",
+	"SELECT mode, state, position, last_error FROM outbox._projections WHERE name = $1",
 	1, {TEXTOID}
 };
 static OutboxPlan plan_event_position = {
@@ -201,8 +208,9 @@ static void
 projector_failed(int id, const char *name, int64 position, const char *message)
 {
 	OutboxSpi	spi = OUTBOX_SPI_INIT;
-	Datum		args[2];
+	Datum		args[5];
 	char	   *error;
+	ProjectionOptions opt;
 
 	if (name == NULL)
 		name = psprintf("%d", id);
@@ -215,6 +223,19 @@ projector_failed(int id, const char *name, int64 position, const char *message)
 	args[1] = CStringGetTextDatum(error);
 	relay_xact_begin("outbox: recording a projection failure");
 	outbox_spi_begin(&spi);
+	options_read(OPTIONS_PROJECTION, NULL, &opt);
+	if (outbox_spi_run(&plan_options, args, NULL, false, 0, SPI_OK_SELECT) == 1)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		/* options it cannot use: this failure is its last */
+		if (options_read(OPTIONS_PROJECTION, DatumGetJsonbP(d), &opt) != NULL)
+			opt.max_attempts = 1;
+	}
+	args[2] = Int32GetDatum(opt.max_attempts);
+	args[3] = Int32GetDatum(opt.backoff_base_ms);
+	args[4] = Int32GetDatum(opt.backoff_max_ms);
 	if (outbox_spi_run(&plan_failure, args, NULL, false, 0, SPI_OK_UPDATE_RETURNING) == 1)
 	{
 		bool		isnull;
@@ -261,6 +282,13 @@ projector_batch(int id, int limit)
 		/* locked by an admin (or just paused): look again shortly, it may roll back */
 		if (p == NULL)
 			due_at(TimestampTzPlusMilliseconds(GetCurrentTimestamp(), HELD_BACK_MAX_MS));
+		else if (p->options_problem != NULL)
+		{
+			name = p->name;
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid options: %s", p->options_problem)));
+		}
 		if (p != NULL)
 		{
 			ProjectionEvent *events;
@@ -657,29 +685,69 @@ typedef struct WaitTarget
 	int64		position;		/* the event the caller wants applied */
 } WaitTarget;
 
-/* Has the projection applied the target, as far as its committed row says? */
+/*
+ * Has the projection applied the target, as far as its committed row says?
+ * A paused or failed projection that has not will not get there by itself:
+ * that is a 55000 error at once, not a wait for the timeout.
+ */
 static bool
 wait_reached_in_table(const char *name, Datum arg, WaitTarget *t)
 {
 	OutboxSpi	spi = OUTBOX_SPI_INIT;
+	TupleDesc	desc;
+	HeapTuple	row;
 	bool		reached;
 	bool		isnull;
 	char	   *mode;
 	char	   *state;
+	int64		position;
 
 	outbox_spi_begin(&spi);
 	if (outbox_spi_run_latest(&plan_state, &arg, NULL, SPI_OK_SELECT) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("projection \"%s\" does not exist", name)));
-	mode = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	desc = SPI_tuptable->tupdesc;
+	row = SPI_tuptable->vals[0];
+	mode = SPI_getvalue(row, desc, 1);
+	state = SPI_getvalue(row, desc, 2);
+	position = DatumGetInt64(SPI_getbinval(row, desc, 3, &isnull));
 	t->async = strcmp(mode, "async") == 0;
 	/* a running inline projection applied every committed event at its commit */
-	reached = (!t->async && strcmp(state, "running") == 0) ||
-		DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull)) >= t->position;
+	reached = (!t->async && strcmp(state, "running") == 0) || position >= t->position;
+	if (!reached && strcmp(state, "paused") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("projection \"%s\" is paused", name),
+				 errdetail("It stopped at position " INT64_FORMAT ", before the event at position " INT64_FORMAT ".",
+						   position, t->position),
+				 errhint("Resume it with outbox.resume_projection().")));
+	if (!reached && strcmp(state, "failed") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("projection \"%s\" has failed", name),
+				 errdetail("It stopped at position " INT64_FORMAT ", before the event at position " INT64_FORMAT ", after the error: %s",
+						   position, t->position, SPI_getvalue(row, desc, 4) ? SPI_getvalue(row, desc, 4) : "(none)"),
+				 errhint("Fix the handler, then call outbox.resume_projection().")));
 	outbox_spi_end(&spi);
 	return reached;
+}
+
+/*
+ * A timeout interval in milliseconds, at most WAIT_MAX_MS (computed in
+ * double: an interval's fields multiplied out can overflow int64).
+ */
+static int64
+wait_timeout_ms(Interval *timeout)
+{
+	double		ms = timeout->time / 1000.0 +
+		((double) timeout->month * DAYS_PER_MONTH + timeout->day) * SECS_PER_DAY * 1000.0;
+
+	if (ms < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("timeout must not be negative")));
+	return ms > WAIT_MAX_MS ? WAIT_MAX_MS : (int64) ms;
 }
 
 /*
@@ -701,7 +769,6 @@ outbox_wait_for_projection(PG_FUNCTION_ARGS)
 	char	   *stream = outbox_arg_name(fcinfo, 1, "stream");
 	Datum		name_arg = CStringGetTextDatum(name);
 	char	   *etag;
-	Interval   *timeout;
 	int64		timeout_ms;
 	int64		version;
 	TimestampTz deadline;
@@ -715,12 +782,7 @@ outbox_wait_for_projection(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("%s must not be null", PG_ARGISNULL(2) ? "etag" : "timeout")));
 	etag = text_to_cstring(PG_GETARG_TEXT_PP(2));
-	timeout = PG_GETARG_INTERVAL_P(3);
-	timeout_ms = (timeout->time + (timeout->day + (int64) timeout->month * DAYS_PER_MONTH) * USECS_PER_DAY) / 1000;
-	if (timeout_ms < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("timeout must not be negative")));
+	timeout_ms = wait_timeout_ms(PG_GETARG_INTERVAL_P(3));
 	version = etag_version(stream, etag);
 	if (version < 0)
 		ereport(ERROR,
@@ -753,8 +815,8 @@ outbox_wait_for_projection(PG_FUNCTION_ARGS)
 				SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 			FullTransactionId own = GetTopFullTransactionIdIfAny();
 
-			/* the projector's gap-free reading cannot pass us (gapless.c) */
-			if (FullTransactionIdIsValid(own) && FullTransactionIdPrecedes(own, xmark))
+			/* the projector's gap-free reading cannot pass us (its horizon is <= own) */
+			if (FullTransactionIdIsValid(own) && gapless_holds_back(xmark, own))
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
 						 errmsg("this transaction holds the projection back from the event it waits for"),

@@ -12,6 +12,8 @@
 
 #include "access/xact.h"
 #include "commands/sequence.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 #include "utils/xid8.h"
@@ -29,6 +31,14 @@ static OutboxPlan plan_read_messages = {
 	"SELECT id, topic, key, payload, headers, created_at, xmark"
 	" FROM outbox._messages WHERE id > $1 ORDER BY id LIMIT $2",
 	2, {INT8OID, INT4OID}
+};
+static OutboxPlan plan_consumer_owner = {
+	"SELECT owner FROM outbox._consumers WHERE consumer = $1",
+	1, {TEXTOID}
+};
+static OutboxPlan plan_claim_consumer = {
+	"INSERT INTO outbox._consumers (consumer, owner) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+	2, {TEXTOID, NAMEOID}
 };
 static OutboxPlan plan_consume = {
 	"INSERT INTO outbox._inbox (consumer, message_id, consumed_at)"
@@ -71,7 +81,7 @@ outbox_publish(PG_FUNCTION_ARGS)
 	else
 		nulls[2] = true;
 	outbox_check_payload_size("payload", payload);
-	outbox_check_headers("headers", headers);
+	outbox_check_headers("headers", headers, true);
 
 	/* gapless.c: the top-level xid must exist before the id is taken */
 	gapless_take_xid();
@@ -101,6 +111,46 @@ outbox_read_messages(PG_FUNCTION_ARGS)
 }
 
 /*
+ * May the calling role record ids for this consumer?  A consumer name
+ * belongs to the first role that uses it (claimed here, in the caller's
+ * transaction) and is shared with the roles that have its privileges:
+ * otherwise any writer could make another application skip a message by
+ * marking it seen first.  A name whose role was dropped is left to
+ * superusers.  Runs inside the caller's SPI section.
+ */
+static void
+consumer_check_owner(Datum consumer, Oid caller)
+{
+	char	   *owner;
+	Oid			owner_oid;
+
+	/* the latest snapshot: a claim committed meanwhile counts, whatever the isolation */
+	if (outbox_spi_run_latest(&plan_consumer_owner, &consumer, NULL, SPI_OK_SELECT) == 0)
+	{
+		NameData	me;
+		Datum		args[2];
+
+		namestrcpy(&me, GetUserNameFromId(caller, false));
+		args[0] = consumer;
+		args[1] = NameGetDatum(&me);
+		if (outbox_spi_run(&plan_claim_consumer, args, NULL, false, 0, SPI_OK_INSERT) == 1)
+			return;
+		/* a concurrent claim made us wait, and committed: look again */
+		if (outbox_spi_run_latest(&plan_consumer_owner, &consumer, NULL, SPI_OK_SELECT) == 0)
+			elog(ERROR, "consumer claimed concurrently, but not found");
+	}
+	owner = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	owner_oid = get_role_oid(owner, true);
+	if (OidIsValid(owner_oid) ? has_privs_of_role(caller, owner_oid) : superuser_arg(caller))
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("consumer \"%s\" belongs to role \"%s\"", TextDatumGetCString(consumer), owner),
+			 errdetail("A consumer name belongs to the role that first used it, and to the roles that have its privileges."),
+			 errhint("Use a consumer name of your own.")));
+}
+
+/*
  * outbox.consume_once(consumer text, message_id text) returns boolean
  *
  * Records the id in the caller's transaction.  A concurrent call with the
@@ -112,11 +162,13 @@ outbox_consume_once(PG_FUNCTION_ARGS)
 	char	   *consumer = outbox_arg_name(fcinfo, 0, "consumer");
 	char	   *message_id = outbox_arg_name(fcinfo, 1, "message_id");
 	Datum		args[2] = {CStringGetTextDatum(consumer), CStringGetTextDatum(message_id)};
+	Oid			caller = GetUserId();
 	OutboxSpi	spi = OUTBOX_SPI_INIT;
 	bool		first;
 
 	outbox_check_writable("outbox.consume_once()");
 	outbox_spi_begin(&spi);
+	consumer_check_owner(args[0], caller);
 	first = outbox_spi_run(&plan_consume, args, NULL, false, 0, SPI_OK_INSERT) == 1;
 	outbox_spi_end(&spi);
 	PG_RETURN_BOOL(first);

@@ -16,14 +16,16 @@
  *     fill half an endpoint's window, or every 20 ms (short transaction)
  *   start the requests that may go                 (no transaction)
  *   save again if about to sleep with progress unsaved
- *   delete expired messages, when due              (short transaction)
+ *   delete expired messages and inbox rows, when due (short transaction)
  *   start or restart the database's projector if it should run (projector.c)
  *   wait: latch, postmaster death, sockets, or the next scheduled retry,
  *     but not at all if a wake flag is set (see below)
  *   collect finished requests                      (no transaction)
- * With nothing in flight and nothing scheduled, the wait has no timeout, so
- * an idle relay uses no CPU; commits that publish or change endpoints set
- * its flag and latch (shmem.c).
+ * With nothing in flight and nothing scheduled, the wait lasts until the
+ * next retention pass (retention.c: once per outbox.retention at most, or a
+ * minute while old messages wait for a consumer), so an idle relay uses no
+ * CPU; commits that publish or change endpoints set its flag and latch
+ * (shmem.c).
  *
  * Any of the short transactions may wait on the latch, and so consume a
  * wake-up: a lock wait, or a commit waiting for a synchronous standby
@@ -200,7 +202,7 @@ outbox_relay_main(Datum arg)
 		long		timeout;
 
 		if (relay_turn_begin(loop_cxt))
-			delivery_retention_changed();
+			retention_changed();
 		generation = pg_atomic_read_u64(&my_slot->config_generation);
 		if (generation != loaded_generation)
 		{
@@ -228,7 +230,7 @@ outbox_relay_main(Datum arg)
 			delivery_persist();
 
 		Assert(!IsTransactionState());
-		timeout = sooner(delivery_next_timeout(), delivery_expire());
+		timeout = sooner(delivery_next_timeout(), retention_expire());
 		timeout = sooner(timeout, projector_supervise());
 		/* any of the above may have consumed a wake-up: the flags say */
 		if (relay_pending())

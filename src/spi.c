@@ -16,6 +16,7 @@
 #include "access/detoast.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/tuplestore.h"
 #include "utils/xid8.h"
@@ -155,18 +156,29 @@ outbox_spi_emit(FunctionCallInfo fcinfo, bool gapless)
 	FullTransactionId horizon = gapless ? gapless_horizon() : InvalidFullTransactionId;
 	Datum	   *values = palloc(sizeof(Datum) * spidesc->natts);
 	bool	   *nulls = palloc(sizeof(bool) * spidesc->natts);
+	MemoryContext row_cxt = AllocSetContextCreate(CurrentMemoryContext, "outbox row",
+												  ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(row_cxt);
 
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		heap_deform_tuple(SPI_tuptable->vals[i], spidesc, values, nulls);
 		if (gapless &&
-			FullTransactionIdFollows(DatumGetFullTransactionId(values[spidesc->natts - 1]),
-									 horizon))
+			gapless_holds_back(DatumGetFullTransactionId(values[spidesc->natts - 1]), horizon))
 			break;
 		/* the tuplestore outlives SPI: take toasted values with us */
 		for (int c = 0; c < natts; c++)
 			if (!nulls[c] && TupleDescAttr(spidesc, c)->attlen == -1)
 				values[c] = PointerGetDatum(pg_detoast_datum_packed((struct varlena *) DatumGetPointer(values[c])));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+
+		/*
+		 * The tuplestore copied the row (and spills to disk past work_mem):
+		 * free the detoasted values, or max_count rows of up to 1 GB each
+		 * would pile up in this backend's memory.
+		 */
+		MemoryContextReset(row_cxt);
 	}
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(row_cxt);
 }

@@ -140,36 +140,139 @@ is_tchar(char c)
 	return isalnum((unsigned char) c) || (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
 }
 
-/* Headers the relay sets itself; a message or endpoint must not override them. */
-static bool
-is_reserved_header(const char *name, int len)
-{
-	static const char *const reserved[] = {
-		"content-type", "content-length", "host", "transfer-encoding",
-		"connection", "expect", "te", "upgrade", "keep-alive"
-	};
+/*
+ * Which headers an endpoint's or a message's own headers may add.
+ *
+ * The request's headers come from, in order: outbox (webhook-*, outbox-*,
+ * Content-Type; curl adds Host, Content-Length, User-Agent, Accept), the
+ * endpoint's headers (its admin's: credentials, say), then the message's
+ * (its writer's).  Neither may name a header outbox sets or one that
+ * governs the connection; a message may not name one that carries
+ * credentials or speaks for the client (Authorization, Cookie,
+ * X-Forwarded-For, User-Agent, ...), and at send time a message header
+ * whose name the endpoint (or anything before it) already set is left out.
+ * No value may be empty: to curl, an empty header removes the one it would
+ * send.  Names compare case-insensitively; a name may appear once.
+ */
+static const char *const outbox_headers[] = {
+	"content-type", "content-length", "content-encoding", "host"
+};
+/* hop-by-hop (RFC 9110 7.6.1), and Expect: curl's, and outbox turns it off */
+static const char *const connection_headers[] = {
+	"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
+	"upgrade", "expect"
+};
+static const char *const endpoint_only_headers[] = {
+	"authorization", "proxy-authorization", "cookie", "forwarded", "x-real-ip",
+	"user-agent", "accept", "accept-encoding"
+};
 
-	if ((len >= 8 && pg_strncasecmp(name, "webhook-", 8) == 0) ||
-		(len >= 7 && pg_strncasecmp(name, "outbox-", 7) == 0))
-		return true;
-	for (int i = 0; i < lengthof(reserved); i++)
-		if (strlen(reserved[i]) == len && pg_strncasecmp(name, reserved[i], len) == 0)
+static bool
+header_in(const char *name, int len, const char *const *list, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (strlen(list[i]) == len && pg_strncasecmp(name, list[i], len) == 0)
 			return true;
 	return false;
 }
 
+static bool
+header_prefixed(const char *name, int len, const char *prefix)
+{
+	int			plen = strlen(prefix);
+
+	return len >= plen && pg_strncasecmp(name, prefix, plen) == 0;
+}
+
+/* Why the header name may not be set, or NULL if it may. */
+static const char *
+header_name_refused(const char *name, int len, bool from_message)
+{
+	if (header_prefixed(name, len, "webhook-") || header_prefixed(name, len, "outbox-") ||
+		header_in(name, len, outbox_headers, lengthof(outbox_headers)))
+		return "is set by outbox and cannot be overridden";
+	if (header_in(name, len, connection_headers, lengthof(connection_headers)))
+		return "governs the connection and cannot be set";
+	if (from_message &&
+		(header_prefixed(name, len, "x-forwarded-") ||
+		 header_in(name, len, endpoint_only_headers, lengthof(endpoint_only_headers))))
+		return "can only be set by an endpoint, not by a message";
+	return NULL;
+}
+
+static bool
+header_refuse(HeaderProblem *problem, char *message, const char *detail, const char *hint)
+{
+	problem->message = message;
+	problem->detail = detail;
+	problem->hint = hint;
+	return false;
+}
+
 /*
- * Headers are a JSON object of string values, each name an HTTP token and
- * each value free of CR and LF (so no header can be smuggled in).
+ * May an endpoint (or a message, if from_message) carry this header?  If
+ * not, false and what is wrong in *problem.  The checks of create_endpoint,
+ * alter_endpoint and publish, and the relay's filter of stored rows (which
+ * may predate a rule): one rule for both.  Names must be HTTP tokens and
+ * values free of CR and LF, so that no header can be smuggled in.
+ */
+bool
+outbox_header_allowed(const char *name, int len, const JsonbValue *value, bool from_message,
+					  HeaderProblem *problem)
+{
+	const char *refused;
+	bool		blank = true;
+
+	if (len == 0)
+		return header_refuse(problem, pstrdup("a header name must not be empty"), NULL, NULL);
+	for (int i = 0; i < len; i++)
+		if (!is_tchar(name[i]))
+			return header_refuse(problem, psprintf("invalid header name \"%.*s\"", len, name),
+								 "Header names may contain letters, digits and !#$%&'*+-.^_`|~ only.",
+								 NULL);
+	refused = header_name_refused(name, len, from_message);
+	if (refused != NULL)
+		return header_refuse(problem, psprintf("header \"%.*s\" %s", len, name, refused), NULL,
+							 from_message ? "Set it in the endpoint's headers." : NULL);
+	if (value->type != jbvString)
+		return header_refuse(problem, psprintf("the value of header \"%.*s\" must be a string", len, name),
+							 NULL, NULL);
+	for (int i = 0; i < value->val.string.len; i++)
+	{
+		char		c = value->val.string.val[i];
+
+		if (c == '\r' || c == '\n')
+			return header_refuse(problem,
+								 psprintf("the value of header \"%.*s\" must not contain a line break", len, name),
+								 NULL, NULL);
+		blank &= (c == ' ' || c == '\t');
+	}
+	if (blank)
+		return header_refuse(problem, psprintf("the value of header \"%.*s\" must not be empty", len, name),
+							 "An empty header would remove the one the request carries.", NULL);
+	return true;
+}
+
+static int
+header_name_cmp(const ListCell *a, const ListCell *b)
+{
+	return pg_strcasecmp(lfirst(a), lfirst(b));
+}
+
+/*
+ * Headers are a JSON object of header names and values that
+ * outbox_header_allowed allows, each name once.  22023 for anything else.
  */
 void
-outbox_check_headers(const char *what, Jsonb *headers)
+outbox_check_headers(const char *what, Jsonb *headers, bool from_message)
 {
 	JsonbIterator *it;
 	JsonbValue	v;
 	JsonbIteratorToken tok;
 	char	   *name = NULL;
 	int			namelen = 0;
+	List	   *names = NIL;
+	HeaderProblem problem;
 
 	if (!JB_ROOT_IS_OBJECT(headers))
 		ereport(ERROR,
@@ -183,34 +286,24 @@ outbox_check_headers(const char *what, Jsonb *headers)
 		{
 			name = v.val.string.val;
 			namelen = v.val.string.len;
-			if (namelen == 0)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("%s: a header name must not be empty", what)));
-			for (int i = 0; i < namelen; i++)
-				if (!is_tchar(name[i]))
-					ereport(ERROR,
-							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							 errmsg("%s: invalid header name \"%.*s\"", what, namelen, name),
-							 errdetail("Header names may contain letters, digits and !#$%%&'*+-.^_`|~ only.")));
-			if (is_reserved_header(name, namelen))
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("%s: header \"%.*s\" is set by outbox and cannot be overridden", what, namelen, name)));
+			names = lappend(names, pnstrdup(name, namelen));
 		}
-		else if (tok == WJB_VALUE)
-		{
-			if (v.type != jbvString)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("%s: the value of header \"%.*s\" must be a string", what, namelen, name)));
-			for (int i = 0; i < v.val.string.len; i++)
-				if (v.val.string.val[i] == '\r' || v.val.string.val[i] == '\n')
-					ereport(ERROR,
-							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							 errmsg("%s: the value of header \"%.*s\" must not contain a line break", what, namelen, name)));
-		}
+		else if (tok == WJB_VALUE && !outbox_header_allowed(name, namelen, &v, from_message, &problem))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s: %s", what, problem.message),
+					 problem.detail ? errdetail("%s", problem.detail) : 0,
+					 problem.hint ? errhint("%s", problem.hint) : 0));
 	}
+	/* names are case-insensitive: "X-A" and "x-a" would be sent twice */
+	list_sort(names, header_name_cmp);
+	for (int i = 1; i < list_length(names); i++)
+		if (pg_strcasecmp(list_nth(names, i - 1), list_nth(names, i)) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s: header \"%s\" is given twice", what, (char *) list_nth(names, i)),
+					 errdetail("Header names are case-insensitive.")));
+	list_free_deep(names);
 }
 
 /* outbox._check_headers(headers jsonb): the SQL face of outbox_check_headers */
@@ -219,6 +312,6 @@ PG_FUNCTION_INFO_V1(outbox_check_headers_sql);
 Datum
 outbox_check_headers_sql(PG_FUNCTION_ARGS)
 {
-	outbox_check_headers("headers", outbox_arg_jsonb(fcinfo, 0, "headers"));
+	outbox_check_headers("headers", outbox_arg_jsonb(fcinfo, 0, "headers"), false);
 	PG_RETURN_VOID();
 }

@@ -12,7 +12,9 @@
  * crypto is PostgreSQL's own (common/hmac.h, common/base64.h).
  *
  * The endpoint's own headers are parsed once (webhook_json_headers, when the
- * relay loads the endpoint), the message's for each request.
+ * relay loads the endpoint), the message's for each request; which of them
+ * are sent is validate.c's rule (outbox_header_allowed): the endpoint's
+ * never give way to a message's.
  *
  * batch_size 1: the body is the payload itself, with outbox-topic,
  * outbox-key and the message's headers as HTTP headers.  batch_size > 1: the
@@ -35,7 +37,7 @@
 
 #include "outbox.h"
 
-/* Decode one configured secret into its signing key. */
+/* Decode one configured secret into its signing key; NULL if it is not valid. */
 WebhookKey *
 webhook_key(const char *secret)
 {
@@ -48,7 +50,7 @@ webhook_key(const char *secret)
 		k->key = palloc(pg_b64_dec_len(len));
 		k->len = pg_b64_decode(secret + 6, len, (char *) k->key, pg_b64_dec_len(len));
 		if (k->len < 0)
-			elog(ERROR, "endpoint secret is not valid base64");	/* create_endpoint checked it */
+			return NULL;		/* create_endpoint checks it: a row changed by hand */
 	}
 	else
 	{
@@ -105,15 +107,40 @@ webhook_signature(List *keys, const char *id, int64 ts, const StringInfo body)
 	return sig.data;
 }
 
-/* Append "Name: value" lines for a JSON object of string headers. */
+/* Does a "Name: value" line among lines have this name (case-insensitive)? */
+static bool
+webhook_header_present(List *lines, const char *name, int len)
+{
+	ListCell   *lc;
+
+	foreach(lc, lines)
+	{
+		const char *line = lfirst(lc);
+
+		if (pg_strncasecmp(line, name, len) == 0 && line[len] == ':')
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Append "Name: value" lines for a stored JSON object of string headers: an
+ * endpoint's, or a message's (from_message).  Leaves out what the rule of
+ * validate.c (outbox_header_allowed) refuses, in rows stored before it or
+ * changed by hand, and any name already among lines: what outbox and the
+ * endpoint set wins, nothing is sent twice.
+ */
 List *
-webhook_json_headers(List *lines, const char *json)
+webhook_json_headers(List *lines, const char *json, bool from_message)
 {
 	Jsonb	   *jb;
 	JsonbIterator *it;
 	JsonbValue	v;
 	JsonbIteratorToken tok;
 	char	   *name = NULL;
+	int			namelen = 0;
+	List	   *own = NIL;
+	HeaderProblem problem;
 
 	if (json == NULL || strcmp(json, "{}") == 0)
 		return lines;
@@ -122,11 +149,18 @@ webhook_json_headers(List *lines, const char *json)
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
 		if (tok == WJB_KEY)
-			name = pnstrdup(v.val.string.val, v.val.string.len);
-		else if (tok == WJB_VALUE && v.type == jbvString)
-			lines = lappend(lines, psprintf("%s: %.*s", name, v.val.string.len, v.val.string.val));
+		{
+			name = v.val.string.val;
+			namelen = v.val.string.len;
+		}
+		else if (tok == WJB_VALUE &&
+				 outbox_header_allowed(name, namelen, &v, from_message, &problem) &&
+				 !webhook_header_present(lines, name, namelen) &&
+				 !webhook_header_present(own, name, namelen))
+			own = lappend(own, psprintf("%.*s: %.*s", namelen, name,
+										v.val.string.len, v.val.string.val));
 	}
-	return lines;
+	return list_concat(lines, own);
 }
 
 /*
@@ -176,6 +210,6 @@ webhook_build(const WebhookEndpoint *ep, WebhookMessage **msgs, int n, StringInf
 										webhook_signature(ep->keys, id, ts, body)));
 	lines = list_concat(lines, ep->header_lines);
 	if (n == 1)
-		lines = webhook_json_headers(lines, msgs[0]->headers);
+		lines = webhook_json_headers(lines, msgs[0]->headers, true);
 	return lines;
 }

@@ -15,7 +15,7 @@ END
 $$;
 CREATE FUNCTION reset_balances() RETURNS void LANGUAGE sql AS $$ TRUNCATE public.account_balances $$;
 \echo 'inline: the balance changes in the same transaction as the append'
-SELECT outbox.create_projection('balances', 'apply_balance(outbox.events)',
+SELECT 'balances' AS "projection created" FROM outbox.create_projection('balances', 'apply_balance(outbox.events)',
        event_types => '{Deposited, Withdrawn}', stream_prefix => 'account-', reset => 'reset_balances()');
 SELECT outbox.append('account-ada', '[{"type": "Deposited", "data": {"amount": 100}},
                                        {"type": "Withdrawn", "data": {"amount": 30}}]') AS etag;
@@ -27,7 +27,8 @@ CREATE FUNCTION count_activity(e outbox.events) RETURNS void LANGUAGE sql AS $$
     INSERT INTO public.daily_activity VALUES (e.created_at::date, 1)
     ON CONFLICT (day) DO UPDATE SET events = daily_activity.events + 1
 $$;
-SELECT outbox.create_projection('activity', 'count_activity(outbox.events)', stream_prefix => 'account-', mode => 'async');
+SELECT 'activity' AS "projection created"
+  FROM outbox.create_projection('activity', 'count_activity(outbox.events)', stream_prefix => 'account-', mode => 'async');
 SELECT outbox.append('account-bob', '{"type": "Deposited", "data": {"amount": 250}}') AS bob_etag \gset
 \echo 'read-your-writes: wait until the async projection has applied that ETag'
 SELECT outbox.wait_for_projection('activity', 'account-bob', :'bob_etag') AS applied;

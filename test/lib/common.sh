@@ -22,14 +22,22 @@ ensure_packages() {
     dpkg -s gcc >/dev/null 2>&1 || need+=(gcc)
     for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
     if [ ${#need[@]} -gt 0 ]; then
-        log "installing ${need[*]}"
         if [ "$(id -u)" -ne 0 ]; then
             echo "run as root (or install: ${need[*]})" >&2
             exit 1
         fi
+        # One line per step; apt's own output only if it fails.
+        local aptlog
+        aptlog=$(mktemp /tmp/outbox-apt.XXXXXX)
         export DEBIAN_FRONTEND=noninteractive
-        apt-get update -q
-        apt-get install -y -q "${need[@]}"
+        if [ -z "${OUTBOX_APT_UPDATED:-}" ]; then
+            log "updating the package lists"
+            apt-get update -q > "$aptlog" 2>&1 || { cat "$aptlog" >&2; rm -f "$aptlog"; exit 1; }
+            export OUTBOX_APT_UPDATED=1
+        fi
+        log "installing ${need[*]}"
+        apt-get install -y -q "${need[@]}" > "$aptlog" 2>&1 || { cat "$aptlog" >&2; rm -f "$aptlog"; exit 1; }
+        rm -f "$aptlog"
     fi
     id postgres >/dev/null 2>&1 || { echo "no postgres OS user after install" >&2; exit 1; }
 }
@@ -37,7 +45,8 @@ ensure_packages() {
 # Run a command as the postgres OS user (or as ourselves when not root).
 as_pg() {
     if [ "$(id -u)" -eq 0 ]; then
-        runuser -u postgres -- env PATH="$PATH" "$@"
+        # from /: the caller's directory (say /root/outbox) may be closed to postgres
+        (cd / && runuser -u postgres -- env PATH="$PATH" "$@")
     else
         "$@"
     fi
@@ -55,7 +64,7 @@ make_workdir() {
 
 build_and_install() {
     log "building outbox"
-    as_pg make -C "$WORKDIR" -s ${OUTBOX_WERROR:+OUTBOX_WERROR=-Werror} all
+    as_pg make -C "$WORKDIR" -s ${OUTBOX_WERROR:+OUTBOX_WERROR=-Werror} all test/receiver/receiver
     log "installing outbox into $(pg_config --pkglibdir)"
     make -C "$WORKDIR" -s install
 }

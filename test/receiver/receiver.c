@@ -91,7 +91,7 @@ typedef struct Conn
 typedef struct
 {
 	double		fail_rate, status, status_rate, retry_after, delay_ms,
-				hang_rate, reset_rate, down, seed;
+				hang_rate, reset_rate, down, seed, error_body;
 } Faults;
 
 static const struct
@@ -110,6 +110,7 @@ static const struct
 	{"reset_rate", offsetof(Faults, reset_rate), 0, 1, false},
 	{"down", offsetof(Faults, down), 0, 1, true},
 	{"seed", offsetof(Faults, seed), 0, 9007199254740992.0, true},
+	{"error_body", offsetof(Faults, error_body), 0, 1048576, true},
 };
 #define NKNOBS (sizeof(knobs) / sizeof(knobs[0]))
 #define KNOB(f, i) (*(double *) ((char *) (f) + knobs[i].off))
@@ -125,6 +126,7 @@ static struct
 } stats;
 
 static Faults faults;
+static int	headers_fd = -1;	/* --headers: every webhook request's head */
 static uint64_t rng;
 static size_t max_body = 16 * 1024 * 1024;
 static int	port;
@@ -838,6 +840,26 @@ log_request(Conn *c, const char *req, const char *body, const char *sig)
 	}
 }
 
+/* The body of a failure answer: error_body bytes of "x", or NULL (the default) */
+static const char *
+error_body(void)
+{
+	static char *body;
+	static size_t len;
+
+	if (faults.error_body <= 0)
+		return NULL;
+	if (len != (size_t) faults.error_body)
+	{
+		len = (size_t) faults.error_body;
+		if ((body = realloc(body, len + 1)) == NULL)
+			die("out of memory", 0);
+		memset(body, 'x', len);
+		body[len] = '\0';
+	}
+	return body;
+}
+
 /* Send the decided response to the current webhook request */
 static void
 webhook_finish(Conn *c)
@@ -856,7 +878,7 @@ webhook_finish(Conn *c)
 	stats.by_status[c->status]++;
 	if ((c->status == 429 || c->status == 503) && faults.retry_after >= 0)
 		snprintf(extra, sizeof(extra), "Retry-After: %.0f\r\n", faults.retry_after);
-	respond(c, c->status, extra, ok ? "{\"ok\":true}" : NULL);
+	respond(c, c->status, extra, ok ? "{\"ok\":true}" : error_body());
 	request_done(c);
 }
 
@@ -866,6 +888,9 @@ webhook_start(Conn *c)
 {
 	stats.requests_total++;
 	c->arrival_us = now_us(CLOCK_REALTIME);
+	/* tests only: unbuffered, the head as received (it ends with a blank line) */
+	if (headers_fd >= 0 && write(headers_fd, c->in + c->in_off, c->hdr_len) != (ssize_t) c->hdr_len)
+		die("cannot write the --headers file", errno);
 	if (chance(faults.reset_rate))
 	{
 		stats.resets_injected++;
@@ -1244,7 +1269,7 @@ static void
 usage(void)
 {
 	fprintf(stderr, "usage: receiver --port N [--secret S]... [--log FILE] "
-			"[--max-body BYTES]\n");
+			"[--headers FILE] [--max-body BYTES]\n");
 	exit(2);
 }
 
@@ -1274,6 +1299,11 @@ main(int argc, char **argv)
 			add_secret(val);
 		else if (strcmp(argv[i], "--log") == 0)
 			log_path = val;
+		else if (strcmp(argv[i], "--headers") == 0)
+		{
+			if ((headers_fd = open(val, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)) < 0)
+				die("cannot open the --headers file", errno);
+		}
 		else
 			usage();
 		if (*end || port < 0 || port > 65535 || max_body == 0)

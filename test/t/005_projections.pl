@@ -108,11 +108,14 @@ cmp_ok($ms[10], '<', 100, "the median wait is $ms[10] ms");
 cmp_ok($ms[-1], '<', 1000, "the longest wait is $ms[-1] ms");
 
 # ---- a wait that times out sleeps: no CPU ----
-sql(q{SELECT outbox.pause_projection('fast')});
-my $etag = sql(q{SELECT outbox.append('ryw-paused', '{"type": "x"}')});
+# (a paused projection is an error at once, below: hold the projection's row
+# instead, so that the relay skips it while it stays running)
+my $locker = $node->background_psql('postgres');
+$locker->query_safe(q{BEGIN; SELECT 1 FROM outbox._projections WHERE name = 'fast' FOR UPDATE});
+my $etag = sql(q{SELECT outbox.append('ryw-held', '{"type": "x"}')});
 my $bg = $node->background_psql('postgres');
 my $waiter = $bg->query_safe('SELECT pg_backend_pid()');
-$bg->query_until(qr/start/, qq{\\echo start\nSELECT outbox.wait_for_projection('fast', 'ryw-paused', '$etag', '3 s');\n});
+$bg->query_until(qr/start/, qq{\\echo start\nSELECT outbox.wait_for_projection('fast', 'ryw-held', '$etag', '3 s');\n});
 usleep(300_000);
 my $t0 = cpu_ticks($waiter);
 sleep 2;
@@ -121,6 +124,19 @@ cmp_ok($used, '<=', 2, "a waiting backend used $used CPU ticks in 2 s");
 my $res = $bg->query_safe('SELECT 1');
 like($res, qr/^f\n1$|^f$|1$/, 'the wait ended with false');
 $bg->quit;
+$locker->query_safe('COMMIT');
+$locker->quit;
+is(sql(qq{SELECT outbox.wait_for_projection('fast', 'ryw-held', '$etag')}), 't',
+	'once the row is released the wait succeeds');
+
+# ---- a paused projection: an error at once, not a wait for the timeout ----
+sql(q{SELECT outbox.pause_projection('fast')});
+$etag = sql(q{SELECT outbox.append('ryw-paused', '{"type": "x"}')});
+$t0 = time;
+my (undef, undef, $wait_err) = $node->psql('postgres',
+	qq{SELECT outbox.wait_for_projection('fast', 'ryw-paused', '$etag', '30 s')});
+like($wait_err, qr/projection "fast" is paused/, 'waiting for a paused projection is an error (55000)');
+cmp_ok(time - $t0, '<', 10, 'at once, not after the 30 s timeout');
 sql(q{SELECT outbox.resume_projection('fast')});
 is(sql(qq{SELECT outbox.wait_for_projection('fast', 'ryw-paused', '$etag')}), 't',
 	'after resume_projection the wait succeeds');

@@ -11,12 +11,14 @@ use Time::HiRes qw(time usleep);
 
 our @EXPORT = qw(start_receiver wait_until cpu_ticks);
 
-# start_receiver(log => FILE, secrets => [...]): a running receiver on a free port
+# start_receiver(log => FILE, secrets => [...], headers => FILE): a running
+# receiver on a free port
 sub start_receiver
 {
 	my (%opt) = @_;
 	my @cmd = ('test/receiver/receiver', '--port', 0, '--log', $opt{log},
 		map { ('--secret', $_) } @{ $opt{secrets} || [] });
+	push @cmd, '--headers', $opt{headers} if $opt{headers};
 	my ($out, $err) = ('', '');
 	my $h = IPC::Run::start(\@cmd, '>', \$out, '2>', \$err);
 	my $deadline = time + 10;
@@ -27,7 +29,8 @@ sub start_receiver
 		usleep(10_000);
 	}
 	my ($port) = $out =~ /listening on (\d+)/;
-	return bless { h => $h, port => $port, log => $opt{log} }, 'OutboxTest::Receiver';
+	return bless { h => $h, port => $port, log => $opt{log}, headers => $opt{headers} },
+	  'OutboxTest::Receiver';
 }
 
 # wait_until(SECONDS, CODE): poll CODE every 50 ms until it is true
@@ -94,6 +97,29 @@ sub deliveries
 	}
 	close $fh;
 	return \@rows;
+}
+
+# The heads of the webhook requests so far (needs headers => FILE): one
+# {lowercased name => [values in order]} per request
+sub request_headers
+{
+	my ($self) = @_;
+	my @reqs;
+	open(my $fh, '<', $self->{headers}) or return [];
+	local $/ = "\r\n\r\n";
+	while (my $head = <$fh>)
+	{
+		my (undef, @lines) = split /\r\n/, $head;
+		my %h;
+		for (@lines)
+		{
+			my ($name, $value) = /^([^:]+):[ \t]*(.*?)[ \t]*$/ or next;
+			push @{ $h{ lc $name } }, $value;
+		}
+		push @reqs, \%h;
+	}
+	close $fh;
+	return \@reqs;
 }
 
 sub down { kill 'USR1', $_[0]{h}{KIDS}[0]{PID}; }

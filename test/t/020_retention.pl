@@ -1,0 +1,100 @@
+# Retention (outbox.retention, outbox.inbox_retention) runs on a timer in
+# every database with the extension, endpoints or not, and never deletes a
+# message that a subscription has not acknowledged or an endpoint still has
+# to deliver (waiting behind a paused endpoint, retrying, dead-lettered).
+use strict;
+use warnings;
+use lib 'test/t';
+use OutboxTest;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $tmp = $PostgreSQL::Test::Utils::tmp_check;
+my $node = PostgreSQL::Test::Cluster->new('retention');
+$node->init;
+$node->append_conf('postgresql.conf', <<'CONF');
+shared_preload_libraries = 'outbox'
+outbox.retention = '1s'
+outbox.inbox_retention = '2s'
+CONF
+$node->start;
+$node->safe_psql('postgres', 'CREATE EXTENSION outbox');
+
+sub sql { return $node->safe_psql('postgres', $_[0]); }
+sub count_topic { return sql(qq{SELECT count(*) FROM outbox.messages WHERE topic LIKE '$_[0]'}); }
+
+ok( wait_until(30, sub { sql(q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'outbox relay'}) eq '1' }),
+	'the relay runs');
+
+# ---- no endpoints, no reload: retention still runs ----
+sql(q{SELECT outbox.publish('free', '{}') FROM generate_series(1, 5)});
+ok(wait_until(30, sub { count_topic('free') eq '0' }),
+	'retention deletes old messages in a database with no endpoints (no SIGHUP needed)');
+
+# ---- subscriptions: unacknowledged matching messages stay ----
+sql(q{SELECT outbox.create_subscription('keep', '{kept.*}')});
+my @kept = split /\n/, sql(q{SELECT outbox.publish('kept.' || g, '{}') FROM generate_series(1, 3) g});
+sql(q{SELECT outbox.publish('other', '{}') FROM generate_series(1, 2)});
+ok(wait_until(30, sub { count_topic('other') eq '0' }), 'messages no subscription matches go');
+sleep 3;
+is(count_topic('kept.%'), '3', 'unacknowledged messages stay well past outbox.retention');
+is(sql(q{SELECT string_agg(id::text, ',' ORDER BY id) FROM outbox.poll('keep')}), join(',', @kept),
+	'poll still returns all of them');
+is(sql(q{SELECT count(*) FROM outbox.read_messages(0)}), '3', 'read_messages sees only what retention kept');
+sql(qq{SELECT outbox.ack('keep', $kept[1])});
+ok(wait_until(30, sub { count_topic('kept.%') eq '1' }), 'acknowledged messages go after outbox.retention');
+is(sql(q{SELECT string_agg(id::text, ',') FROM outbox.poll('keep')}), $kept[2], 'poll returns the rest');
+is(sql(q{SELECT lag_messages FROM outbox.stat_subscriptions WHERE name = 'keep'}), '1', 'stat_subscriptions agrees');
+sql(q{SELECT outbox.drop_subscription('keep')});
+ok(wait_until(30, sub { count_topic('kept.%') eq '0' }), 'a dropped subscription keeps nothing');
+
+# ---- endpoints: dead letters, retries and a paused endpoint's backlog stay ----
+my $rx = start_receiver(log => "$tmp/retention_receiver.log");
+my $url = $rx->url;
+sql(qq{SELECT outbox.create_endpoint('ep', '$url', '{ep.*}', NULL, '{}',
+       '{"backoff_base_ms": 500, "backoff_max_ms": 2000, "max_attempts": 1000}')});
+$rx->control('status=400');
+my $dead = sql(q{SELECT outbox.publish('ep.dead', '{}')});
+ok(wait_until(30, sub { sql(q{SELECT count(*) FROM outbox.dead_letters}) eq '1' }), 'a dead letter');
+$rx->control('status=503');
+my $retry = sql(q{SELECT outbox.publish('ep.retry', '{}')});
+ok( wait_until(30, sub { sql(qq{SELECT count(*) FROM outbox._deliveries WHERE message_id = $retry AND state = 'retry'}) eq '1' }),
+	'a retry');
+# the circuit opens after 5 failures; waiting out its cool-down or a retry's
+# backoff is a timed sleep, not a busy loop
+ok(wait_until(30, sub { sql(q{SELECT state FROM outbox.stat_endpoints}) =~ /open/ }), 'the circuit opens');
+my $pid = sql(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'outbox relay'});
+my $ticks = cpu_ticks($pid);
+sleep 3;
+cmp_ok(cpu_ticks($pid) - $ticks, '<=', 10, 'a relay waiting for a retry behind an open circuit does not spin');
+is(count_topic('ep.dead'), '1', 'a dead-lettered message stays');
+is(count_topic('ep.retry'), '1', 'a message waiting for a retry stays');
+$rx->control('status=0');
+ok(wait_until(30, sub { count_topic('ep.retry') eq '0' }), 'once delivered, it goes');
+
+sql(q{SELECT outbox.pause_endpoint('ep')});
+sql(q{SELECT outbox.publish('ep.paused', '{}')});
+sleep 3;
+is(count_topic('ep.paused'), '1', 'a paused endpoint\'s messages stay');
+sql(q{SELECT outbox.resume_endpoint('ep')});
+ok(wait_until(30, sub { count_topic('ep.paused') eq '0' }), 'resumed and delivered, they go');
+is(count_topic('ep.dead'), '1', 'the dead letter is still there');
+sql(q{SELECT outbox.drop_endpoint('ep')});
+ok(wait_until(30, sub { count_topic('ep.%') eq '0' }), 'with its endpoint dropped, the dead letter goes too');
+
+# ---- inbox ----
+is(sql(q{SELECT outbox.consume_once('c', 'm1')}), 't', 'consume_once records a message id');
+is(sql(q{SELECT outbox.consume_once('c', 'm1')}), 'f', 'and recognises a repeat');
+ok(wait_until(30, sub { sql(q{SELECT count(*) FROM outbox._inbox}) eq '0' }),
+	'inbox rows go after outbox.inbox_retention');
+
+# ---- an idle relay barely wakes up ----
+$pid = sql(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'outbox relay'});
+$ticks = cpu_ticks($pid);
+sleep 3;
+cmp_ok(cpu_ticks($pid) - $ticks, '<=', 10, 'an idle relay uses almost no CPU');
+
+$node->stop;
+$rx->stop;
+done_testing();
