@@ -27,6 +27,8 @@ CREATE TABLE outbox._consumers (
 COMMENT ON TABLE outbox._consumers IS
     'private: the role each outbox.consume_once consumer name belongs to (the first to use it), so that no other writer can mark its messages as seen';
 SELECT pg_catalog.pg_extension_config_dump('outbox._consumers', '');
+-- as the install script's REVOKE ALL ON ALL TABLES leaves it (caught by 006_upgrade)
+REVOKE ALL ON outbox._consumers FROM PUBLIC;
 COMMENT ON FUNCTION outbox.consume_once(text, text) IS
     'idempotent-consumer check: true the first time a consumer sees a message id, false on every repeat; a consumer name belongs to the role that first used it';
 

@@ -9,10 +9,18 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/indexing.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_extension.h"
 #include "catalog/pg_namespace.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "utils/rel.h"
 #include "utils/syscache.h"
 
 #include "outbox.h"
@@ -42,9 +50,15 @@ catalog_reset(Datum arg, int cacheid, uint32 hashvalue)
 static void
 catalog_relcache_reset(Datum arg, Oid relid)
 {
+	/* InvalidOid: every relation (ALTER EXTENSION outbox UPDATE sends it) */
+	if (relid == InvalidOid)
+	{
+		catalog_reset(arg, 0, 0);
+		return;
+	}
 	for (int i = 0; i < nrels; i++)
 	{
-		if (relid == InvalidOid || rels[i].relid == relid)
+		if (rels[i].relid == relid)
 		{
 			catalog_reset(arg, 0, 0);
 			return;
@@ -53,13 +67,51 @@ catalog_relcache_reset(Datum arg, Oid relid)
 }
 
 /*
+ * The version of extension outbox installed in this database (palloc'd),
+ * or NULL if none.  Scans pg_extension: there is no syscache for it.  Needs
+ * a transaction.
+ */
+char *
+outbox_extension_version(void)
+{
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	char	   *version = NULL;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
+				CStringGetDatum("outbox"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, Anum_pg_extension_extversion,
+									 RelationGetDescr(rel), &isnull);
+
+		if (!isnull)
+			version = text_to_cstring(DatumGetTextPP(d));
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return version;
+}
+
+/*
  * The OID of schema outbox; errors out when the extension is not installed
- * in this database (the library can be loaded without it).
+ * in this database (the library can be loaded without it), or is at another
+ * version than the library (55000, until ALTER EXTENSION outbox UPDATE).
+ * Only a database at the right version is cached.
  */
 Oid
 outbox_schema_oid(void)
 {
 	HeapTuple	tup;
+	Oid			nsp;
+	Oid			owner;
+	char	   *version;
 
 	if (OidIsValid(schema_oid))
 		return schema_oid;
@@ -77,9 +129,19 @@ outbox_schema_oid(void)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("extension \"outbox\" is not installed in this database"),
 				 errhint("Run CREATE EXTENSION outbox.")));
-	schema_oid = ((Form_pg_namespace) GETSTRUCT(tup))->oid;
-	owner_oid = ((Form_pg_namespace) GETSTRUCT(tup))->nspowner;
+	nsp = ((Form_pg_namespace) GETSTRUCT(tup))->oid;
+	owner = ((Form_pg_namespace) GETSTRUCT(tup))->nspowner;
 	ReleaseSysCache(tup);
+	/* opening pg_extension may run catalog_reset: set the cache after it */
+	version = outbox_extension_version();
+	if (version != NULL && strcmp(version, OUTBOX_VERSION) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"outbox\" is at version %s, but its library is version %s",
+						version, OUTBOX_VERSION),
+				 errhint("Run ALTER EXTENSION outbox UPDATE.")));
+	schema_oid = nsp;
+	owner_oid = owner;
 	return schema_oid;
 }
 

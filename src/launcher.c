@@ -23,6 +23,11 @@
  * the latch: before sleeping it looks at the truth again (launcher_pending:
  * the launcher_wanted flag, and whether a relay it started has exited).
  * Each relay starts and restarts its database's projector (projector.c).
+ *
+ * The utility hook also sees ALTER EXTENSION outbox UPDATE: at its commit,
+ * the database's relay (waiting while the extension is at another version
+ * than the library, relay.c) rechecks, and every session forgets what
+ * catalog.c cached about the old version.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -48,6 +53,7 @@
 #include "tcop/tcopprot.h"
 #include "tcop/utility.h"
 #include "utils/acl.h"
+#include "utils/inval.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -424,6 +430,14 @@ launcher_database_of(Node *stmt)
 	}
 }
 
+/* Is this ALTER EXTENSION outbox UPDATE? */
+static bool
+launcher_is_outbox_update(Node *stmt)
+{
+	return IsA(stmt, AlterExtensionStmt) &&
+		strcmp(((AlterExtensionStmt *) stmt)->extname, "outbox") == 0;
+}
+
 static void
 launcher_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 						ProcessUtilityContext context, ParamListInfo params,
@@ -444,6 +458,12 @@ launcher_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOn
 		else
 			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
 									queryEnv, dest, qc);
+		if (launcher_is_outbox_update(pstmt->utilityStmt))
+		{
+			/* at commit (nothing if it rolls back) */
+			shmem_notify_relay_at_commit();
+			CacheInvalidateRelcacheAll();
+		}
 	}
 	PG_FINALLY();
 	{

@@ -50,7 +50,8 @@ typedef enum RelayState
 	RELAY_STARTING,				/* registered by the launcher */
 	RELAY_RUNNING,				/* attached and serving its database */
 	RELAY_NO_EXTENSION,			/* exited: the database has no outbox extension */
-	RELAY_BACKOFF				/* exited with an error; restarts after next_start_at */
+	RELAY_BACKOFF,				/* exited with an error; restarts after next_start_at */
+	RELAY_NEEDS_UPDATE			/* waiting: the extension is not this library's version */
 } RelayState;
 
 /*
@@ -161,6 +162,7 @@ extern void shmem_init(void);
 extern RelaySlot *shmem_find_slot(Oid dboid);
 extern void shmem_reset_slot(RelaySlot *slot, Oid dboid);
 extern void shmem_wake_relay_at_commit(void);
+extern void shmem_notify_relay_at_commit(void);
 extern EndpointStats *shmem_slot_stats(RelaySlot *slot);
 extern ProjectionProgress *shmem_projection_progress(Oid dboid, int id, bool create);
 extern void shmem_wake_projector_at_commit(void);
@@ -283,7 +285,7 @@ extern void projector_stop(void);
 extern void relay_xact_begin(const char *activity);
 extern void relay_xact_end(void);
 extern bool relay_turn_begin(MemoryContext loop_cxt);
-extern bool relay_extension_present(void);
+extern bool relay_extension_current(void);
 
 /* launcher.c */
 extern void launcher_register(void);
@@ -293,6 +295,7 @@ extern void launcher_init_hooks(void);
 extern Oid	outbox_schema_oid(void);
 extern Oid	outbox_owner_oid(void);
 extern Oid	outbox_relid(const char *relname);
+extern char *outbox_extension_version(void);
 
 /*
  * spi.c: every statement outbox runs goes through a plan prepared once per

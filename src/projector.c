@@ -491,7 +491,7 @@ outbox_projector_main(Datum arg)
 	pgstat_report_appname("outbox projector");
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "outbox projector loop", ALLOCSET_DEFAULT_SIZES);
 	loaded_generation = pg_atomic_read_u64(&my_slot->config_generation);
-	if (!relay_extension_present())
+	if (!relay_extension_current())
 		projector_exit_idle();
 	for (;;)
 	{
@@ -505,7 +505,7 @@ outbox_projector_main(Datum arg)
 		if (pg_atomic_read_u64(&my_slot->config_generation) != loaded_generation)
 		{
 			loaded_generation = pg_atomic_read_u64(&my_slot->config_generation);
-			if (!relay_extension_present())
+			if (!relay_extension_current())
 				projector_exit_idle();
 		}
 		woken = pg_atomic_exchange_u32(&my_slot->events_pending, 0) != 0;

@@ -6,7 +6,9 @@
  * Lifecycle: started by the launcher for one slot; attaches to the slot,
  * connects to the database, and exits at once (state NO_EXTENSION) if the
  * extension is not installed, or later if it is dropped (DROP EXTENSION
- * bumps the configuration generation through the object-access hook).
+ * bumps the configuration generation through the object-access hook).  If
+ * the extension is at another version than the library, it waits (state
+ * NEEDS_UPDATE, one WARNING) until ALTER EXTENSION outbox UPDATE.
  *
  * The loop (delivery.c does the work, http.c the waiting):
  *   reset the latch, handle interrupts and SIGHUP
@@ -42,7 +44,7 @@
 #include <signal.h>
 
 #include "access/xact.h"
-#include "commands/extension.h"
+#include "commands/dbcommands.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -150,18 +152,78 @@ relay_turn_begin(MemoryContext loop_cxt)
 	return true;
 }
 
-/* Is the extension installed in our database?  Runs a short transaction. */
-bool
-relay_extension_present(void)
+/*
+ * The version of the extension installed in our database, or NULL if there
+ * is none; with the database's name, for messages.  Runs a short
+ * transaction; the strings are in the caller's memory context.
+ */
+static char *
+relay_extension_version(char **dbname)
 {
 	MemoryContext cxt = CurrentMemoryContext;
-	bool		present;
+	char	   *version;
+	char	   *name;
 
 	StartTransactionCommand();
-	present = OidIsValid(get_extension_oid("outbox", true));
+	version = outbox_extension_version();
+	name = get_database_name(MyDatabaseId);
+	MemoryContextSwitchTo(cxt);
+	version = version ? pstrdup(version) : NULL;
+	*dbname = pstrdup(name ? name : "?");
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(cxt);
-	return present;
+	return version;
+}
+
+/*
+ * Is the extension installed in our database, at this library's version?
+ * The projector runs only then (the relay waits, relay_wait_for_update).
+ */
+bool
+relay_extension_current(void)
+{
+	char	   *dbname;
+	char	   *version = relay_extension_version(&dbname);
+
+	return version != NULL && strcmp(version, OUTBOX_VERSION) == 0;
+}
+
+/*
+ * The database's extension is at another version than this library (the
+ * library was upgraded, ALTER EXTENSION outbox UPDATE has not run yet): the
+ * SQL objects are not the ones this code reads and writes.  Say so once,
+ * deliver nothing, and sleep without a timeout (no CPU) until a
+ * configuration change, which ALTER EXTENSION outbox UPDATE makes at commit
+ * (launcher.c); the caller then looks again.
+ */
+static void
+relay_wait_for_update(const char *version, const char *dbname, uint64 generation)
+{
+	static bool logged = false;
+
+	relay_set_state(RELAY_NEEDS_UPDATE);
+	if (!logged)
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("outbox relay: database \"%s\" has extension outbox %s, the library is %s; nothing is delivered until ALTER EXTENSION outbox UPDATE",
+						dbname, version, OUTBOX_VERSION),
+				 errhint("Run ALTER EXTENSION outbox UPDATE in database \"%s\".", dbname)));
+	logged = true;
+	for (;;)
+	{
+		/* cleared before looking: a commit after the look sets the latch */
+		(void) pg_atomic_exchange_u32(&my_slot->wake_pending, 0);
+		if (pg_atomic_read_u64(&my_slot->config_generation) != generation)
+			return;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH, -1L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+	}
 }
 
 void
@@ -206,10 +268,18 @@ outbox_relay_main(Datum arg)
 		generation = pg_atomic_read_u64(&my_slot->config_generation);
 		if (generation != loaded_generation)
 		{
-			if (!relay_extension_present())
+			char	   *dbname;
+			char	   *version = relay_extension_version(&dbname);
+
+			if (version == NULL)
 			{
 				relay_set_state(RELAY_NO_EXTENSION);
 				proc_exit(0);
+			}
+			if (strcmp(version, OUTBOX_VERSION) != 0)
+			{
+				relay_wait_for_update(version, dbname, generation);
+				continue;
 			}
 			delivery_reload();
 			loaded_generation = generation;

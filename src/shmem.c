@@ -351,15 +351,22 @@ shmem_wake_projector_at_commit(void)
 }
 
 /*
- * outbox._notify_relay(): the endpoint configuration (or the extension
- * itself) changed; the relay reloads it, or the launcher starts a relay,
+ * The endpoint configuration (or the extension itself: CREATE, ALTER ...
+ * UPDATE) changed; the relay reloads it, or the launcher starts a relay,
  * when the transaction commits.
  */
-Datum
-outbox_notify_relay(PG_FUNCTION_ARGS)
+void
+shmem_notify_relay_at_commit(void)
 {
 	config_changed_at_commit = true;
 	wake_at_commit = true;
+}
+
+/* outbox._notify_relay(): shmem_notify_relay_at_commit from SQL */
+Datum
+outbox_notify_relay(PG_FUNCTION_ARGS)
+{
+	shmem_notify_relay_at_commit();
 	PG_RETURN_VOID();
 }
 

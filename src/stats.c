@@ -174,7 +174,9 @@ Datum
 outbox_stat_workers(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	static const char *const states[] = {"none", "starting", "running", "no_extension", "backoff"};
+	static const char *const states[] = {
+		"none", "starting", "running", "no_extension", "backoff", "needs_update"
+	};
 	static const char *const projector_states[] = {"none", "starting", "running", "backoff"};
 	RelaySlot  *copy;
 	int			nslots;

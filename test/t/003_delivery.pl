@@ -46,19 +46,6 @@ sub distinct_arrived
 	return scalar keys %seen;
 }
 
-# true if, per key, the accepted seq values only ever increase
-sub in_key_order
-{
-	my ($rows) = @_;
-	my %last;
-	for my $r (@$rows)
-	{
-		return 0 if exists $last{ $r->{key} } && $r->{seq} <= $last{ $r->{key} };
-		$last{ $r->{key} } = $r->{seq};
-	}
-	return 1;
-}
-
 my $fast = '{"backoff_base_ms": 20, "backoff_max_ms": 200, "max_attempts": 50}';
 sql(qq{SELECT outbox.create_endpoint('main', '@{[$rx->url]}', '{orders.*}',
        '$secret $old_secret', '{"x-env": "test"}', '$fast')});

@@ -9,7 +9,7 @@ use IPC::Run;
 use JSON::PP;
 use Time::HiRes qw(time usleep);
 
-our @EXPORT = qw(start_receiver wait_until cpu_ticks);
+our @EXPORT = qw(start_receiver wait_until cpu_ticks in_key_order);
 
 # start_receiver(log => FILE, secrets => [...], headers => FILE): a running
 # receiver on a free port
@@ -44,6 +44,19 @@ sub wait_until
 		usleep(50_000);
 	}
 	return $code->();
+}
+
+# true if, per key, the accepted seq values only ever increase
+sub in_key_order
+{
+	my ($rows) = @_;
+	my %last;
+	for my $r (@$rows)
+	{
+		return 0 if exists $last{ $r->{key} } && $r->{seq} <= $last{ $r->{key} };
+		$last{ $r->{key} } = $r->{seq};
+	}
+	return 1;
 }
 
 # user + system CPU ticks a process has used
