@@ -231,6 +231,8 @@ GRANT SELECT ON outbox.stat_subscriptions TO outbox_reader;
 CREATE INDEX _inbox_consumed_at ON outbox._inbox (consumed_at);
 COMMENT ON INDEX outbox._inbox_consumed_at IS
     'private: finds the rows older than outbox.inbox_retention, which the relay deletes';
+
+/*
  * Finding 1 (lost wake-ups): async projections run in a worker of their own,
  * the "outbox projector"; outbox.stat_workers shows it (column worker).
  */
