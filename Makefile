@@ -9,8 +9,8 @@ EXTVERSION  = 0.2.0
 MODULE_big  = outbox
 OBJS        = src/outbox.o src/catalog.o src/spi.o src/validate.o src/etag.o \
               src/gapless.o src/rows.o src/eventparse.o src/eventstore.o src/publish.o src/subscription.o \
-              src/http.o src/webhook.o src/delivery.o src/retention.o src/shmem.o src/launcher.o src/relay.o src/stats.o \
-              src/projection.o src/projector.o src/options.o
+              src/http.o src/netblock.o src/redact.o src/webhook.o src/delivery.o src/retention.o src/shmem.o \
+              src/launcher.o src/relay.o src/stats.o src/projection.o src/projector.o src/options.o
 # Released scripts are never edited: sql/outbox.sql is the current version's,
 # copied to outbox--$(EXTVERSION).sql; every release adds an upgrade script.
 DATA        = sql/outbox--0.1.0.sql sql/outbox--0.1.0--0.2.0.sql
@@ -20,7 +20,7 @@ SHLIB_LINK  = -lcurl
 PG_CFLAGS   = -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
               -Wno-missing-field-initializers $(OUTBOX_WERROR)
 
-REGRESS      = setup eventstore bad_input publish readers immutability roles search_path bulk endpoints projections options subscriptions
+REGRESS      = setup eventstore bad_input publish readers immutability roles search_path bulk endpoints projections options subscriptions ssrf
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=$(srcdir)/test/outbox.conf
 
 ISOLATION      = append_race append_repeatable_read create_race lock_stream delete_race read_all_gapless \
@@ -45,7 +45,7 @@ $(RECEIVER): test/receiver/receiver.c
 PROVE_TESTS = test/t/*.pl
 
 # PGXS tracks no header dependencies: every object depends on ours.
-$(OBJS): src/outbox.h src/compat.h src/options.h
+$(OBJS): src/outbox.h src/compat.h src/options.h src/netblock.h
 
 # No LLVM bitcode: it needs clang, which a fresh machine does not have.
 override with_llvm = no

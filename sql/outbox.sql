@@ -192,14 +192,26 @@ CREATE VIEW outbox.endpoints AS
       FROM outbox._endpoints;
 COMMENT ON VIEW outbox.endpoints IS 'configured webhook endpoints (secrets are never shown)';
 
+CREATE FUNCTION outbox._shown_url(url text) RETURNS text
+    AS 'MODULE_PATHNAME', 'outbox_shown_url' LANGUAGE C STRICT STABLE;
+COMMENT ON FUNCTION outbox._shown_url(text) IS
+    'private: the URL for outbox_admin, its origin (scheme://host:port/, no userinfo, path or query) for anyone else';
+
+CREATE FUNCTION outbox._shown_error(error text) RETURNS text
+    AS 'MODULE_PATHNAME', 'outbox_shown_error' LANGUAGE C STRICT STABLE;
+COMMENT ON FUNCTION outbox._shown_error(text) IS
+    'private: a delivery error for outbox_admin, without the response body for anyone else';
+
 CREATE VIEW outbox.dead_letters AS
-    SELECT d.message_id, e.name AS endpoint, d.attempts, d.last_status, d.last_error,
+    SELECT d.message_id, e.name AS endpoint, d.attempts, d.last_status,
+           outbox._shown_error(d.last_error) AS last_error,
            d.updated_at AS dead_at, m.topic, m.key, m.payload
       FROM outbox._deliveries d
       JOIN outbox._endpoints e ON e.id = d.endpoint_id
       LEFT JOIN outbox._messages m ON m.id = d.message_id
      WHERE d.state = 'dead';
-COMMENT ON VIEW outbox.dead_letters IS 'deliveries that gave up; outbox.redeliver() re-queues them';
+COMMENT ON VIEW outbox.dead_letters IS
+    'deliveries that gave up; outbox.redeliver() re-queues them; last_error keeps the response body for outbox_admin only';
 
 CREATE FUNCTION outbox._check_url(url text) RETURNS text
     AS 'MODULE_PATHNAME', 'outbox_check_url' LANGUAGE C STRICT IMMUTABLE;
@@ -478,7 +490,7 @@ RETURNS SETOF record
 COMMENT ON FUNCTION outbox._stat_workers() IS 'private: every relay slot of the cluster and its projector, from shared memory';
 
 CREATE VIEW outbox.stat_endpoints AS
-    SELECT e.name, e.url,
+    SELECT e.name, outbox._shown_url(e.url) AS url,
            CASE WHEN e.paused THEN 'paused' ELSE coalesce(s.state, 'active') END AS state,
            coalesce(s.queued - s.in_flight, 0)
              + greatest(0, (SELECT CASE WHEN q.is_called THEN q.last_value ELSE 0 END
@@ -493,7 +505,7 @@ CREATE VIEW outbox.stat_endpoints AS
       FROM outbox._endpoints e
       LEFT JOIN outbox._stat_endpoints() s ON s.endpoint_id = e.id;
 COMMENT ON VIEW outbox.stat_endpoints IS
-    'per endpoint: state, backlog, counters since the relay started, last outcome, commit-to-delivery latency over the last 256 deliveries';
+    'per endpoint: state, backlog, counters since the relay started, last outcome, commit-to-delivery latency over the last 256 deliveries; the full url and response bodies in last_error for outbox_admin only';
 
 CREATE VIEW outbox.stat_workers AS
     SELECT d.datname AS database, w.worker, w.pid, w.state, w.started_at, w.last_activity_at,
@@ -1014,6 +1026,7 @@ GRANT SELECT ON outbox.dead_letters, outbox.stat_endpoints, outbox.stat_workers,
     outbox.stat_projections TO outbox_reader;
 GRANT EXECUTE ON FUNCTION outbox._projection_live_applied(int) TO outbox_reader;
 GRANT EXECUTE ON FUNCTION outbox.metrics(), outbox._stat_endpoints(), outbox._stat_workers() TO outbox_reader;
+GRANT EXECUTE ON FUNCTION outbox._shown_url(text), outbox._shown_error(text) TO outbox_reader;
 
 GRANT EXECUTE ON FUNCTION
     outbox.create_subscription(text, text[]),

@@ -21,8 +21,8 @@
  * A retryable failure (transport error, timeout, 408, 429, 5xx, 3xx) parks
  * the message in outbox._deliveries with the next attempt after a full-
  * jitter backoff, min(backoff_max_ms, backoff_base_ms * 2^attempt) * random;
- * other 4xx, and the last attempt, dead-letter it; 410 also pauses the
- * endpoint.  Messages queued behind a parked key are parked as well, so the
+ * other 4xx, an address outbox.blocked_networks refuses, and the last
+ * attempt, dead-letter it; 410 also pauses the endpoint.  Messages queued behind a parked key are parked as well, so the
  * cursor never waits for a retry.
  *
  * Circuit breaker: after BREAKER_THRESHOLD consecutive failed requests the
@@ -614,7 +614,8 @@ delivery_reload(void)
 		if (ep->in_flight == 0)
 		{
 			endpoint_free(ep);
-			foreach_delete_current(endpoints, lc);
+			/* the list is freed when its last cell goes: keep the result */
+			endpoints = foreach_delete_current(endpoints, lc);
 		}
 	}
 }
@@ -896,7 +897,7 @@ delivery_complete(HttpResult *r)
 			pfree(p->last_error);
 		p->last_error = MemoryContextStrdup(ep->cxt, r->error);
 		p->save = true;
-		if (status_retryable(r->status) && p->attempts < ep->max_attempts)
+		if (!r->blocked && status_retryable(r->status) && p->attempts < ep->max_attempts)
 		{
 			p->parked = true;
 			p->waiting_key = false;

@@ -9,15 +9,19 @@
  * that epoll descriptor, which becomes readable when any socket is ready.
  * (Rebuilding a wait set with every socket on each turn of the loop cost
  * hundreds of thousands of syscalls a second.)  curl's timer callback gives
- * the wait's timeout; we tell curl which sockets became ready.  An idle relay
- * sleeps in one epoll_wait.
+ * a deadline, which bounds the wait; we tell curl which sockets became ready.
+ * An idle relay sleeps in one epoll_wait.
  *
  * Rules that keep this safe inside a PostgreSQL backend:
  *  - curl callbacks never ereport, palloc or CHECK_FOR_INTERRUPTS: a longjmp
  *    must not cross libcurl.  They use malloc and report failure to curl.
  *  - CURLOPT_NOSIGNAL; explicit connect and total timeouts; only http and
- *    https; redirects are not followed; TLS peers are verified; response
- *    bodies are capped (HTTP_MAX_BODY); connections are reused.
+ *    https; redirects are not followed; no proxy (not even one from the
+ *    environment); TLS peers are verified; response bodies are capped
+ *    (HTTP_MAX_BODY); connections are reused.
+ *  - outbox.blocked_networks (netblock.c) is checked where curl opens a
+ *    socket, after DNS resolution, and before each request on a reused
+ *    connection; a refused request fails as "blocked", never retried.
  *  - No transaction is open while requests are in flight (the caller's job;
  *    relay.c asserts it).
  *
@@ -27,8 +31,10 @@
  */
 #include "postgres.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -39,6 +45,7 @@
 #include "utils/timestamp.h"
 
 #include "outbox.h"
+#include "netblock.h"
 
 PG_FUNCTION_INFO_V1(outbox_check_url);
 
@@ -56,13 +63,19 @@ typedef struct HttpTransfer
 	size_t		response_len;
 	long		retry_after_ms;
 	TimestampTz started;
-	struct HttpTransfer *next_done;
+	int			opened;			/* sockets opened for it */
+	char		blocked[INET6_ADDRSTRLEN];	/* an address refused, or "" */
 } HttpTransfer;
 
 static CURLM *multi = NULL;
 static int	epfd = -1;			/* the sockets curl wants watched */
 static WaitEventSet *wait_set = NULL;	/* latch, postmaster death, epfd */
-static long curl_timeout_ms = -1;	/* what curl's timer callback asked for */
+/*
+ * curl's timer: its callback gives a timeout relative to the moment it is
+ * called, which may be long before http_wait runs; keep it as a deadline.
+ */
+static bool curl_timer_set = false;
+static TimestampTz curl_deadline = 0;
 static int	in_flight = 0;
 static CURL *pool[HTTP_POOL];	/* easy handles to reuse: no malloc churn per request */
 static int	npool = 0;
@@ -93,8 +106,44 @@ http_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socket
 static int
 http_timer_cb(CURLM *m, long timeout_ms, void *userp)
 {
-	curl_timeout_ms = timeout_ms;
+	curl_timer_set = timeout_ms >= 0;
+	if (curl_timer_set)
+		curl_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 	return 0;
+}
+
+/*
+ * outbox.blocked_networks, before a socket exists: curl has resolved the
+ * name and asks for a socket to this address.  A blocked one gets none, so
+ * not a packet leaves; curl tries the next address, if any.
+ */
+static curl_socket_t
+http_opensocket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *address)
+{
+	HttpTransfer *t = clientp;
+	curl_socket_t fd;
+
+	if (netblock_blocked(&address->addr, t->blocked, sizeof(t->blocked)))
+		return CURL_SOCKET_BAD;
+	fd = socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
+	if (fd != CURL_SOCKET_BAD)
+		t->opened++;
+	return fd;
+}
+
+/*
+ * And before each request, new connection or reused: a connection made
+ * before the setting blocked its address must not carry more requests.
+ */
+static int
+http_prereq_cb(void *clientp, char *conn_primary_ip, char *conn_local_ip,
+			   int conn_primary_port, int conn_local_port)
+{
+	HttpTransfer *t = clientp;
+
+	if (netblock_blocked_text(conn_primary_ip, t->blocked, sizeof(t->blocked)))
+		return CURL_PREREQFUNC_ABORT;
+	return CURL_PREREQFUNC_OK;
 }
 
 static size_t
@@ -200,6 +249,12 @@ http_post(void *owner, const char *url, List *headers, const char *body, size_t 
 	curl_easy_setopt(t->easy, CURLOPT_CONNECTTIMEOUT_MS, Min(timeout_ms, 10000L));
 	curl_easy_setopt(t->easy, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(t->easy, CURLOPT_FOLLOWLOCATION, 0L);
+	/* "": no proxy, whatever http_proxy and friends say in the environment */
+	curl_easy_setopt(t->easy, CURLOPT_PROXY, "");
+	curl_easy_setopt(t->easy, CURLOPT_OPENSOCKETFUNCTION, http_opensocket_cb);
+	curl_easy_setopt(t->easy, CURLOPT_OPENSOCKETDATA, t);
+	curl_easy_setopt(t->easy, CURLOPT_PREREQFUNCTION, http_prereq_cb);
+	curl_easy_setopt(t->easy, CURLOPT_PREREQDATA, t);
 	curl_easy_setopt(t->easy, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(t->easy, CURLOPT_SSL_VERIFYHOST, 2L);
 	curl_easy_setopt(t->easy, CURLOPT_USERAGENT, "outbox/" OUTBOX_VERSION);
@@ -227,8 +282,14 @@ http_wait(long timeout_ms)
 	int			running;
 	bool		sockets_ready = false;
 
-	if (curl_timeout_ms >= 0 && (timeout_ms < 0 || curl_timeout_ms < timeout_ms))
-		timeout_ms = curl_timeout_ms;
+	if (curl_timer_set)
+	{
+		/* rounded up: waking before the deadline would only turn the loop again */
+		long		curl_ms = (long) Max(0, (curl_deadline - GetCurrentTimestamp() + 999) / 1000);
+
+		if (timeout_ms < 0 || curl_ms < timeout_ms)
+			timeout_ms = curl_ms;
+	}
 
 	nready = WaitEventSetWait(wait_set, timeout_ms, events, lengthof(events), PG_WAIT_EXTENSION);
 	for (int i = 0; i < nready; i++)
@@ -249,8 +310,23 @@ http_wait(long timeout_ms)
 			curl_multi_socket_action(multi, ready[i].data.fd, flags, &running);
 		}
 	}
-	if ((!sockets_ready && curl_timeout_ms >= 0) || curl_timeout_ms == 0)
+	if (curl_timer_set && GetCurrentTimestamp() >= curl_deadline)
+	{
+		long		next_ms;
+
+		/*
+		 * curl calls the timer callback only when its next deadline changes:
+		 * if this action leaves it as it was (the timer we were given fired a
+		 * little early, by curl's clock), no callback comes and the timer
+		 * must not be lost.  So clear it first, and ask curl for it if no
+		 * callback set it again.  (Clearing it after the action lost a timer
+		 * that way, and a timed-out request then waited for ever.)
+		 */
+		curl_timer_set = false;
 		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+		if (!curl_timer_set && curl_multi_timeout(multi, &next_ms) == CURLM_OK && next_ms >= 0)
+			http_timer_cb(multi, next_ms, NULL);
+	}
 }
 
 /*
@@ -277,11 +353,18 @@ http_next_result(HttpResult *r)
 		r->status = (int) status;
 		r->retry_after_ms = t->retry_after_ms;
 		r->elapsed_us = GetCurrentTimestamp() - t->started;
-		if (msg->data.result != CURLE_OK)
+		/* refused by outbox.blocked_networks: every address, or a reused connection's */
+		r->blocked = msg->data.result != CURLE_OK && t->blocked[0] != '\0' &&
+			(t->opened == 0 || msg->data.result == CURLE_ABORTED_BY_CALLBACK);
+		if (r->blocked)
+			snprintf(r->error, sizeof(r->error),
+					 "address %s is blocked by outbox.blocked_networks", t->blocked);
+		else if (msg->data.result != CURLE_OK)
 			strlcpy(r->error, curl_easy_strerror(msg->data.result), sizeof(r->error));
 		else
 		{
 			t->response[t->response_len] = '\0';
+			/* redact.c shows readers the part before the colon */
 			snprintf(r->error, sizeof(r->error), "HTTP %ld: %s", status, t->response);
 		}
 		/* stored as text: keep printable ASCII only, whatever the body's encoding */
@@ -301,6 +384,33 @@ http_next_result(HttpResult *r)
 		return true;
 	}
 	return false;
+}
+
+/*
+ * scheme://host[:port]/ of a URL (no userinfo, path, query or fragment),
+ * palloc'd; NULL if libcurl cannot parse it.  For redact.c.
+ */
+char *
+http_url_origin(const char *url)
+{
+	CURLU	   *h = curl_url();
+	char	   *origin = NULL;
+	char	   *result = NULL;
+
+	if (h == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	if (curl_url_set(h, CURLUPART_URL, url, 0) == CURLUE_OK &&
+		curl_url_set(h, CURLUPART_USER, NULL, 0) == CURLUE_OK &&
+		curl_url_set(h, CURLUPART_PASSWORD, NULL, 0) == CURLUE_OK &&
+		curl_url_set(h, CURLUPART_OPTIONS, NULL, 0) == CURLUE_OK &&
+		curl_url_set(h, CURLUPART_PATH, NULL, 0) == CURLUE_OK &&
+		curl_url_set(h, CURLUPART_QUERY, NULL, 0) == CURLUE_OK &&
+		curl_url_set(h, CURLUPART_FRAGMENT, NULL, 0) == CURLUE_OK &&
+		curl_url_get(h, CURLUPART_URL, &origin, 0) == CURLUE_OK)
+		result = pstrdup(origin);
+	curl_free(origin);
+	curl_url_cleanup(h);
+	return result;
 }
 
 /*

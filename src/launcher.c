@@ -5,16 +5,29 @@
  *
  * The launcher is a static background worker started after recovery (so a
  * standby runs no relay and sends nothing).  It connects to no database: it
- * reads pg_database, gives each connectable, non-template database a slot,
- * and starts a dynamic relay worker for it.  A relay that finds no outbox
- * extension in its database says so in its slot and exits; it is started
- * again only when CREATE EXTENSION asks for it (see shmem.c).  A relay that
- * exits with an error is restarted with exponential backoff (1 s .. 60 s).
- * The launcher alone decides restarts; relays are BGW_NEVER_RESTART.
+ * reads pg_database and starts a dynamic relay worker per connectable,
+ * non-template database, in a slot of its own.  Only the relay can tell
+ * whether its database has the extension:
+ *   - none: it says so and exits; the launcher frees the slot and remembers
+ *     the database (launcher-local), which gets no slot until CREATE
+ *     EXTENSION asks for one (shmem.c passes the request on);
+ *   - there: it counts against outbox.max_databases.  If max_databases other
+ *     relays already found theirs, it says "no slot" and exits; the launcher
+ *     frees the slot and lists the database as waiting (shared memory, shown
+ *     by outbox.stat_workers as "no_slot", logged once), until a place frees.
+ * There is one slot more than max_databases, so a database can be looked at
+ * while max_databases relays run.  A relay that exits with an error is
+ * restarted with exponential backoff (1 s .. 60 s), keeping its place.  The
+ * launcher alone decides restarts; relays are BGW_NEVER_RESTART.  A slot
+ * whose relay is registered but not attached yet is not reassigned, and a
+ * relay attaches only to a slot that still names its database (the slot
+ * could change hands after a launcher restart).
  *
- *   slot state:  (none) --start--> STARTING --relay--> RUNNING
- *                RUNNING --no extension--> NO_EXTENSION --CREATE EXTENSION--> start
- *                RUNNING --error exit--> backoff --> start
+ *   slot state:  (free) --start--> STARTING --extension, room--> RUNNING
+ *                STARTING --no extension--> NO_EXTENSION --> (free)
+ *                STARTING --no room--> NO_SLOT --> (free, waiting)
+ *                RUNNING --DROP EXTENSION--> NO_EXTENSION --> (free)
+ *                RUNNING --error exit--> BACKOFF --> start
  *                any --DROP DATABASE (hold)--> stopped until the hold ends
  *
  * The launcher sleeps on its latch: woken by relays exiting (bgw_notify_pid),
@@ -68,6 +81,9 @@ PGDLLEXPORT void outbox_launcher_main(Datum arg);
 
 /* launcher-local: the handle of each slot's relay */
 static BackgroundWorkerHandle **handles;
+
+/* launcher-local: databases whose relay found no extension (they get no slot) */
+static List *no_extension = NIL;
 
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 
@@ -134,6 +150,8 @@ launcher_start_relay(RelaySlot *slot, int index)
 	bgw.bgw_restart_time = BGW_NEVER_RESTART;
 	bgw.bgw_notify_pid = MyProcPid;
 	bgw.bgw_main_arg = Int32GetDatum(index);
+	/* the relay attaches only if the slot still belongs to this database */
+	memcpy(bgw.bgw_extra, &slot->dboid, sizeof(Oid));
 	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "outbox");
 	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "outbox_relay_main");
 	snprintf(bgw.bgw_name, BGW_MAXLEN, "outbox relay for database %u", slot->dboid);
@@ -152,9 +170,102 @@ launcher_start_relay(RelaySlot *slot, int index)
 	return true;
 }
 
+/* ---- databases without a slot (shared, for stat_workers) ---- */
+
+static bool
+launcher_is_waiting(Oid dboid)
+{
+	for (int i = 0; i < outbox_shmem->nwaiting; i++)
+		if (outbox_shmem->waiting[i] == dboid)
+			return true;
+	return false;
+}
+
+/* A relay found the extension but no room: list the database, log it once. */
+static void
+launcher_add_waiting(Oid dboid)
+{
+	if (launcher_is_waiting(dboid))
+		return;
+	ereport(LOG,
+			(errmsg("outbox: more databases with the extension than outbox.max_databases (%d); database %u has no relay",
+					outbox_max_databases, dboid),
+			 errhint("outbox.stat_workers lists it as \"no_slot\". Raise outbox.max_databases (needs a restart).")));
+	if (outbox_shmem->nwaiting < OUTBOX_MAX_WAITING)
+		outbox_shmem->waiting[outbox_shmem->nwaiting++] = dboid;
+}
+
+/* Drop dboid from the waiting list, or (dboid invalid) those not in dbs. */
+static void
+launcher_drop_waiting(Oid dboid, List *dbs)
+{
+	int			n = 0;
+
+	for (int i = 0; i < outbox_shmem->nwaiting; i++)
+	{
+		Oid			w = outbox_shmem->waiting[i];
+
+		if (OidIsValid(dboid) ? w != dboid : list_member_oid(dbs, w))
+			outbox_shmem->waiting[n++] = w;
+	}
+	outbox_shmem->nwaiting = n;
+}
+
 /*
- * One pass: give every database a slot, notice relays that exited, start
- * the relays that should run.  Returns how long to sleep, in ms.
+ * CREATE EXTENSION (or an endpoint change) in databases that have no slot:
+ * look at them again.  Caller holds the lock exclusively.
+ */
+static void
+launcher_take_requests(void)
+{
+	if (outbox_shmem->nrequests < 0)
+	{
+		list_free(no_extension);
+		no_extension = NIL;
+	}
+	for (int i = 0; i < outbox_shmem->nrequests; i++)
+		no_extension = list_delete_oid(no_extension, outbox_shmem->requests[i]);
+	outbox_shmem->nrequests = 0;
+}
+
+/*
+ * A slot whose relay is not running (nor registered and about to attach):
+ * free it if its database is gone, has no extension or found no room;
+ * schedule a restart if its relay failed.  Caller holds the lock.
+ */
+static void
+launcher_settle_slot(RelaySlot *slot, List *dbs, bool exited, TimestampTz now)
+{
+	bool		wanted = pg_atomic_exchange_u32(&slot->start_wanted, 0) == 1;
+
+	if (!list_member_oid(dbs, slot->dboid))
+		shmem_reset_slot(slot, InvalidOid);
+	else if (slot->state == RELAY_NO_EXTENSION)
+	{
+		/* no slot for it until CREATE EXTENSION asks (unless it just did) */
+		if (!wanted && !list_member_oid(no_extension, slot->dboid))
+			no_extension = lappend_oid(no_extension, slot->dboid);
+		shmem_reset_slot(slot, InvalidOid);
+	}
+	else if (slot->state == RELAY_NO_SLOT)
+	{
+		launcher_add_waiting(slot->dboid);
+		shmem_reset_slot(slot, InvalidOid);
+	}
+	else if (exited && (slot->state == RELAY_RUNNING || slot->state == RELAY_STARTING))
+	{
+		slot->failures++;
+		slot->next_start_at = TimestampTzPlusMilliseconds(now,
+			Min(RESTART_BACKOFF_MAX_MS, 1000L << Min(slot->failures - 1, 6)));
+		slot->state = RELAY_BACKOFF;
+	}
+}
+
+/*
+ * One pass: notice relays that exited, give a slot to every database that
+ * may have the extension (only those whose relay found it count against
+ * outbox.max_databases), start the relays that should run.  Returns how
+ * long to sleep, in ms.
  */
 static long
 launcher_step(void)
@@ -162,21 +273,41 @@ launcher_step(void)
 	List	   *dbs = launcher_databases();
 	TimestampTz now = GetCurrentTimestamp();
 	long		sleep_ms = LAUNCHER_RESCAN_MS;
+	int			with_extension = 0;
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 	ListCell   *lc;
 
 	pg_atomic_write_u32(&outbox_shmem->launcher_wanted, 0);
 	LWLockAcquire(outbox_shmem->lock, LW_EXCLUSIVE);
+	launcher_take_requests();
+	foreach(lc, no_extension)
+		if (!list_member_oid(dbs, lfirst_oid(lc)))
+			no_extension = foreach_delete_current(no_extension, lc);	/* dropped */
+	launcher_drop_waiting(InvalidOid, dbs);	/* dropped databases */
 
-	/* free the slots of databases that are gone */
 	for (int i = 0; i < outbox_shmem->nslots; i++)
 	{
 		RelaySlot  *slot = &outbox_shmem->slots[i];
+		bool		exited = false;
+		pid_t		pid;
 
-		if (OidIsValid(slot->dboid) && !list_member_oid(dbs, slot->dboid) && slot->pid == 0)
+		if (!OidIsValid(slot->dboid))
+			continue;
+		if (handles[i] != NULL && GetBackgroundWorkerPid(handles[i], &pid) == BGWH_STOPPED)
 		{
-			shmem_reset_slot(slot, InvalidOid);
 			handles[i] = NULL;
+			exited = true;
 		}
+		/*
+		 * A registered relay may still attach: its slot is not ours to
+		 * change.  If its database is gone, it must not start at all.
+		 */
+		if (handles[i] != NULL && slot->pid == 0 && !list_member_oid(dbs, slot->dboid))
+			TerminateBackgroundWorker(handles[i]);
+		if (handles[i] == NULL && slot->pid == 0)
+			launcher_settle_slot(slot, dbs, exited, now);
+		if (slot->has_extension)
+			with_extension++;
 	}
 
 	foreach(lc, dbs)
@@ -184,41 +315,29 @@ launcher_step(void)
 		Oid			dboid = lfirst_oid(lc);
 		RelaySlot  *slot = shmem_find_slot(dboid);
 		int			index;
-		pid_t		pid;
 
-		if (slot == NULL && (slot = shmem_find_slot(InvalidOid)) != NULL)
-			shmem_reset_slot(slot, dboid);
 		if (slot == NULL)
 		{
-			ereport(LOG,
-					(errmsg("outbox: more databases than outbox.max_databases (%d); database %u has no relay",
-							outbox_max_databases, dboid)));
-			continue;
+			if (list_member_oid(no_extension, dboid))
+				continue;
+			if (launcher_is_waiting(dboid))
+			{
+				if (with_extension >= outbox_max_databases)
+					continue;	/* still no room */
+				with_extension++;	/* one waiting database per place that freed */
+			}
+			if ((slot = shmem_find_slot(InvalidOid)) == NULL)
+			{
+				/* every slot busy looking at databases: a relay's exit wakes us */
+				sleep_ms = Min(sleep_ms, 1000);
+				continue;
+			}
+			shmem_reset_slot(slot, dboid);
+			launcher_drop_waiting(dboid, NIL);
 		}
 		index = slot - outbox_shmem->slots;
-
-		/* a relay that exited: clean exit, or an error to back off from */
-		if (handles[index] != NULL &&
-			GetBackgroundWorkerPid(handles[index], &pid) == BGWH_STOPPED)
-		{
-			handles[index] = NULL;
-			if (slot->state == RELAY_RUNNING || slot->state == RELAY_STARTING)
-			{
-				slot->failures++;
-				slot->next_start_at = TimestampTzPlusMilliseconds(now,
-					Min(RESTART_BACKOFF_MAX_MS, 1000L << Min(slot->failures - 1, 6)));
-				slot->state = RELAY_BACKOFF;
-			}
-		}
-		if (handles[index] != NULL)
-			continue;			/* running */
-		if (slot->pid != 0)
-			continue;			/* running, started by an earlier launcher */
-
-		if (pg_atomic_exchange_u32(&slot->start_wanted, 0) == 1 && slot->state == RELAY_NO_EXTENSION)
-			slot->state = RELAY_NONE;
-		if (slot->state == RELAY_NO_EXTENSION)
-			continue;
+		if (handles[index] != NULL || slot->pid != 0)
+			continue;			/* running or about to (maybe started by an earlier launcher) */
 		if (now < slot->hold_until || now < slot->next_start_at)
 		{
 			TimestampTz until = Max(slot->hold_until, slot->next_start_at);
@@ -230,6 +349,7 @@ launcher_step(void)
 			sleep_ms = Min(sleep_ms, 1000);
 	}
 	LWLockRelease(outbox_shmem->lock);
+	MemoryContextSwitchTo(old);
 	list_free(dbs);
 	return sleep_ms;
 }

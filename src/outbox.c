@@ -11,6 +11,7 @@
 #include "utils/memutils.h"
 
 #include "outbox.h"
+#include "netblock.h"
 
 PG_MODULE_MAGIC;
 
@@ -94,6 +95,18 @@ _PG_init(void)
 							NULL,
 							NULL,
 							NULL);
+
+	DefineCustomStringVariable("outbox.blocked_networks",
+							   "Networks the relay never connects to (comma-separated CIDRs, IPv4 and IPv6).",
+							   "Checked against the address each connection goes to, after DNS resolution. "
+							   "A delivery to a blocked address is dead-lettered at once.",
+							   &outbox_blocked_networks,
+							   NETBLOCK_DEFAULT,
+							   PGC_SIGHUP,
+							   GUC_LIST_INPUT,
+							   netblock_check,
+							   netblock_assign,
+							   NULL);
 
 	/*
 	 * Workers and their settings need shared_preload_libraries: PGC_POSTMASTER

@@ -51,8 +51,20 @@ typedef enum RelayState
 	RELAY_RUNNING,				/* attached and serving its database */
 	RELAY_NO_EXTENSION,			/* exited: the database has no outbox extension */
 	RELAY_BACKOFF,				/* exited with an error; restarts after next_start_at */
-	RELAY_NEEDS_UPDATE			/* waiting: the extension is not this library's version */
+	RELAY_NEEDS_UPDATE,			/* waiting: the extension is not this library's version */
+	RELAY_NO_SLOT				/* exited: max_databases relays run elsewhere */
 } RelayState;
+
+/*
+ * Slots: one per relay of a database with the extension (at most
+ * outbox.max_databases), plus one, so that a database can always be looked
+ * at (is the extension there?) even while max_databases relays run.
+ */
+#define OUTBOX_NSLOTS(max_databases)	((max_databases) + 1)
+/* databases with the extension that got no slot, listed in stat_workers */
+#define OUTBOX_MAX_WAITING		64
+/* CREATE EXTENSION in databases without a slot, for the launcher */
+#define OUTBOX_MAX_REQUESTS		16
 
 /*
  * The longest last_error kept, in bytes, terminator included: a delivery's
@@ -123,6 +135,7 @@ typedef struct RelaySlot
 	pid_t		pid;			/* the running relay, 0 if none */
 	Latch	   *latch;			/* its latch */
 	RelayState	state;
+	bool		has_extension;	/* its relay found the extension: counts against max_databases */
 	TimestampTz started_at;
 	TimestampTz last_activity_at;
 	int			failures;		/* consecutive error exits (launcher backoff) */
@@ -149,6 +162,11 @@ typedef struct OutboxShmem
 	pid_t		launcher_pid;
 	Latch	   *launcher_latch;
 	pg_atomic_uint32 launcher_wanted;
+	/* protected by lock: databases wanting a relay that have no slot */
+	int			nrequests;		/* -1: more than OUTBOX_MAX_REQUESTS */
+	Oid			requests[OUTBOX_MAX_REQUESTS];
+	int			nwaiting;		/* the launcher's list of databases without a slot */
+	Oid			waiting[OUTBOX_MAX_WAITING];
 	int			nslots;
 	int			endpoints_per_slot;
 	int			projections_per_slot;
@@ -203,6 +221,7 @@ typedef struct HttpResult
 	void	   *owner;
 	int			status;			/* HTTP status; 0 = transport failure */
 	long		retry_after_ms; /* -1 if none */
+	bool		blocked;		/* refused by outbox.blocked_networks: never retried */
 	int64		elapsed_us;
 	char		error[OUTBOX_LAST_ERROR_BYTES];
 } HttpResult;
@@ -213,6 +232,10 @@ extern void http_post(void *owner, const char *url, List *headers, const char *b
 					  size_t body_len, long timeout_ms);
 extern void http_wait(long timeout_ms);
 extern bool http_next_result(HttpResult *r);
+extern char *http_url_origin(const char *url);
+
+/* redact.c: what outbox_reader may see of URLs and errors */
+extern void redact_error_for_caller(char *error);
 
 /* delivery.c: the delivery state machine */
 extern void delivery_reload(void);

@@ -75,6 +75,34 @@ relay_detach(int code, Datum arg)
 	LWLockRelease(outbox_shmem->lock);
 }
 
+/*
+ * The relay found the extension: it may run if fewer than max_databases
+ * other relays have found theirs (the launcher also lets it look at a
+ * database when they all run).  Else it leaves the slot, to the launcher's
+ * list of databases waiting for one.
+ */
+static void
+relay_claim_slot(void)
+{
+	int			others = 0;
+
+	LWLockAcquire(outbox_shmem->lock, LW_EXCLUSIVE);
+	if (!my_slot->has_extension)
+	{
+		for (int i = 0; i < outbox_shmem->nslots; i++)
+			if (outbox_shmem->slots[i].has_extension)
+				others++;
+		if (others >= outbox_max_databases)
+		{
+			my_slot->state = RELAY_NO_SLOT;
+			LWLockRelease(outbox_shmem->lock);
+			proc_exit(0);
+		}
+		my_slot->has_extension = true;
+	}
+	LWLockRelease(outbox_shmem->lock);
+}
+
 static void
 relay_set_state(RelayState state)
 {
@@ -237,15 +265,19 @@ outbox_relay_main(Datum arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
 
+	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
 	my_slot = &outbox_shmem->slots[index];
 	LWLockAcquire(outbox_shmem->lock, LW_EXCLUSIVE);
-	/* one relay per database: a live one may have outlived a launcher restart */
-	if (my_slot->pid != 0 && kill(my_slot->pid, 0) == 0)
+	/*
+	 * One relay per database: a live one may have outlived a launcher
+	 * restart.  And the slot must still be our database's: the launcher may
+	 * have given it to another since it registered us.
+	 */
+	if ((my_slot->pid != 0 && kill(my_slot->pid, 0) == 0) || my_slot->dboid != dboid)
 	{
 		LWLockRelease(outbox_shmem->lock);
 		proc_exit(0);
 	}
-	dboid = my_slot->dboid;
 	my_slot->pid = MyProcPid;
 	my_slot->latch = MyLatch;
 	LWLockRelease(outbox_shmem->lock);
@@ -276,6 +308,7 @@ outbox_relay_main(Datum arg)
 				relay_set_state(RELAY_NO_EXTENSION);
 				proc_exit(0);
 			}
+			relay_claim_slot();
 			if (strcmp(version, OUTBOX_VERSION) != 0)
 			{
 				relay_wait_for_update(version, dbname, generation);

@@ -3,7 +3,8 @@
  *		outbox's shared memory: the launcher and one slot per database relay.
  *
  * Lock order: OutboxShmem->lock (LWLock tranche "outbox") protects slot
- * assignment (dboid) and the launcher's bookkeeping fields; take it before
+ * assignment (dboid, has_extension), the launcher's bookkeeping fields and
+ * its lists of relay requests and waiting databases; take it before
  * anything else and never across I/O or a transaction.  The wake flag and
  * the config generation are atomics, touched without the lock.
  *
@@ -13,8 +14,10 @@
  * sets the latch of the process that consumes it: the relay for the wake
  * flag, the projector for the events flag (the relay when no projector
  * runs: it starts one).  If no relay runs for the database, a configuration
- * change sets the launcher's latch instead.  Rolled-back transactions wake
- * nobody.
+ * change sets the launcher's latch instead, with the database in the
+ * launcher's request list if it has no slot (CREATE EXTENSION in a database
+ * the launcher had found without the extension).  Rolled-back transactions
+ * wake nobody.
  *
  * The flags, not the latches, are the truth.  A latch only interrupts a
  * sleep, and any wait inside a worker's loop (a lock, a handler's
@@ -63,14 +66,14 @@ static Size
 shmem_slots_size(void)
 {
 	return MAXALIGN(add_size(offsetof(OutboxShmem, slots),
-							 mul_size(sizeof(RelaySlot), outbox_max_databases)));
+							 mul_size(sizeof(RelaySlot), OUTBOX_NSLOTS(outbox_max_databases))));
 }
 
 static Size
 shmem_stats_size(void)
 {
 	return MAXALIGN(mul_size(sizeof(EndpointStats),
-							 mul_size(outbox_max_databases, outbox_max_endpoints)));
+							 mul_size(OUTBOX_NSLOTS(outbox_max_databases), outbox_max_endpoints)));
 }
 
 static Size
@@ -78,7 +81,7 @@ shmem_size(void)
 {
 	return add_size(add_size(shmem_slots_size(), shmem_stats_size()),
 					mul_size(sizeof(ProjectionProgress),
-							 mul_size(outbox_max_databases, outbox_max_projections)));
+							 mul_size(OUTBOX_NSLOTS(outbox_max_databases), outbox_max_projections)));
 }
 
 static void
@@ -104,7 +107,7 @@ shmem_startup(void)
 	{
 		memset(outbox_shmem, 0, shmem_size());
 		outbox_shmem->lock = &(GetNamedLWLockTranche("outbox"))->lock;
-		outbox_shmem->nslots = outbox_max_databases;
+		outbox_shmem->nslots = OUTBOX_NSLOTS(outbox_max_databases);
 		outbox_shmem->endpoints_per_slot = outbox_max_endpoints;
 		outbox_shmem->projections_per_slot = outbox_max_projections;
 		outbox_shmem->stats = (EndpointStats *) ((char *) outbox_shmem + shmem_slots_size());
@@ -137,6 +140,7 @@ shmem_reset_slot(RelaySlot *slot, Oid dboid)
 	slot->pid = 0;
 	slot->latch = NULL;
 	slot->state = RELAY_NONE;
+	slot->has_extension = false;
 	slot->started_at = slot->last_activity_at = 0;
 	slot->next_start_at = slot->hold_until = 0;
 	slot->failures = 0;
@@ -263,6 +267,34 @@ shmem_find_slot(Oid dboid)
 }
 
 /*
+ * Tell the launcher that database dboid, which has no slot, wants a relay
+ * (CREATE EXTENSION: the launcher no longer takes it for a database without
+ * the extension).  Takes the lock exclusively, briefly.
+ */
+static void
+shmem_request_relay(Oid dboid)
+{
+	OutboxShmem *s = outbox_shmem;
+
+	LWLockAcquire(s->lock, LW_EXCLUSIVE);
+	if (s->nrequests >= 0)
+	{
+		int			i;
+
+		for (i = 0; i < s->nrequests && s->requests[i] != dboid; i++)
+			;
+		if (i == s->nrequests)
+		{
+			if (s->nrequests < OUTBOX_MAX_REQUESTS)
+				s->requests[s->nrequests++] = dboid;
+			else
+				s->nrequests = -1;	/* too many: the launcher looks at every database */
+		}
+	}
+	LWLockRelease(s->lock);
+}
+
+/*
  * At commit, wake whoever must act: the database's relay if it runs, else
  * the launcher (which starts one).
  */
@@ -313,6 +345,8 @@ shmem_xact_callback(XactEvent event, void *arg)
 		latch = outbox_shmem->launcher_latch;
 	}
 	LWLockRelease(outbox_shmem->lock);
+	if (slot == NULL && config_changed_at_commit)
+		shmem_request_relay(MyDatabaseId);
 	if (latch)
 		SetLatch(latch);
 	if (events_latch && events_latch != latch)

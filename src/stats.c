@@ -99,6 +99,7 @@ outbox_stat_endpoints(PG_FUNCTION_ARGS)
 		values[10] = stats_time(s->last_failure_at, &nulls[10]);
 		values[11] = Int32GetDatum(s->last_http_status);
 		nulls[11] = (s->last_failure_at == 0);
+		redact_error_for_caller(s->last_error);
 		values[12] = CStringGetTextDatum(s->last_error);
 		nulls[12] = (s->last_error[0] == '\0');
 		values[13] = stats_quantile(s->latencies, s->nlatencies, 0.50, &nulls[13]);
@@ -169,17 +170,22 @@ stats_worker_row(ReturnSetInfo *rsinfo, Oid dboid, const char *worker, pid_t pid
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 }
 
-/* outbox._stat_workers(): every relay slot of the cluster, and its projector. */
+/*
+ * outbox._stat_workers(): every relay slot of the cluster and its projector,
+ * and the databases waiting for a slot (relay state "no_slot").
+ */
 Datum
 outbox_stat_workers(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	static const char *const states[] = {
-		"none", "starting", "running", "no_extension", "backoff", "needs_update"
+		"none", "starting", "running", "no_extension", "backoff", "needs_update", "no_slot"
 	};
 	static const char *const projector_states[] = {"none", "starting", "running", "backoff"};
 	RelaySlot  *copy;
 	int			nslots;
+	Oid			waiting[OUTBOX_MAX_WAITING];
+	int			nwaiting;
 	int			blocker_pid;
 	TimestampTz blocker_since;
 
@@ -192,6 +198,8 @@ outbox_stat_workers(PG_FUNCTION_ARGS)
 	copy = palloc(sizeof(RelaySlot) * nslots);
 	LWLockAcquire(outbox_shmem->lock, LW_SHARED);
 	memcpy(copy, outbox_shmem->slots, sizeof(RelaySlot) * nslots);
+	nwaiting = outbox_shmem->nwaiting;
+	memcpy(waiting, outbox_shmem->waiting, sizeof(Oid) * nwaiting);
 	LWLockRelease(outbox_shmem->lock);
 
 	for (int i = 0; i < nslots; i++)
@@ -208,6 +216,22 @@ outbox_stat_workers(PG_FUNCTION_ARGS)
 			stats_worker_row(rsinfo, s->dboid, "projector", p->pid, projector_states[p->state],
 							 p->started_at, p->last_activity_at, p->loops, -1,
 							 p->horizon_blocked_since, blocker_pid, blocker_since);
+	}
+
+	/* databases with the extension that outbox.max_databases left without a relay */
+	for (int i = 0; i < nwaiting; i++)
+	{
+		Datum		values[11] = {0};
+		bool		nulls[11];
+
+		memset(nulls, true, sizeof(nulls));
+		values[0] = ObjectIdGetDatum(waiting[i]);
+		nulls[0] = false;
+		values[2] = CStringGetTextDatum(states[RELAY_NO_SLOT]);
+		nulls[2] = false;
+		values[10] = CStringGetTextDatum("relay");
+		nulls[10] = false;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
 }

@@ -11,7 +11,7 @@ make_workdir
 trap 'rm -rf "$WORKDIR"' EXIT
 OUTBOX_WERROR=1 build_and_install
 # The 0.1.0 release, from the repository's history, for the in-place upgrade
-# test (test/t/010_inplace_upgrade.pl skips, saying why, without it).
+# test (test/t/009_inplace_upgrade.pl skips, saying why, without it).
 if bash "$OUTBOX_ROOT/test/lib/release_tree.sh" 0.1.0 "$WORKDIR/test/release-0.1.0" >/dev/null; then
     [ "$(id -u)" -eq 0 ] && chown -R postgres: "$WORKDIR/test/release-0.1.0"
 fi
