@@ -20,7 +20,7 @@ SHLIB_LINK  = -lcurl
 PG_CFLAGS   = -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
               -Wno-missing-field-initializers $(OUTBOX_WERROR)
 
-REGRESS      = setup eventstore bad_input publish readers immutability roles search_path bulk endpoints projections options subscriptions ssrf
+REGRESS      = setup eventstore bad_input publish readers immutability roles search_path bulk endpoints projections options subscriptions ssrf message_size
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=$(srcdir)/test/outbox.conf
 
 ISOLATION      = append_race append_repeatable_read create_race lock_stream delete_race read_all_gapless \

@@ -17,6 +17,10 @@
 
 #include "catalog/namespace.h"
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
 /*
  * Pin the search_path to pg_catalog while outbox's own statements run, so
  * operator lookups in our SPI text can never be hijacked by a caller's
@@ -38,6 +42,21 @@ static inline void
 compat_pop_search_path(void)
 {
 	PopOverrideSearchPath();
+}
+
+/*
+ * Give large freed blocks back to the system at once.  glibc raises its
+ * mmap threshold each time it frees a large mapped block (up to 32 MB),
+ * after which request bodies come from the heap and stay there once freed:
+ * the relay's memory would keep its high-water mark, not its live size.
+ * Other allocators need nothing here.
+ */
+static inline void
+compat_return_large_blocks(void)
+{
+#ifdef __GLIBC__
+	mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
+#endif
 }
 
 #endif							/* OUTBOX_COMPAT_H */

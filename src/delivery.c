@@ -29,9 +29,15 @@
  * endpoint opens for a cool-down (1 s doubling to 60 s), then lets a single
  * probe through (half-open) and closes on its success.
  *
+ * Memory is bounded whatever the payloads and batch settings (the limits
+ * are named below): the queue holds ids, topics and keys; payloads and
+ * headers are read only when a request is built, one message at a time.
+ *
  * Nothing here holds a transaction across HTTP: delivery_fetch,
  * delivery_reload and delivery_persist each run one short transaction;
- * delivery_send and delivery_complete run outside any.
+ * delivery_send runs one to read the payloads of the requests it starts,
+ * committed before their I/O begins (in http_wait); delivery_complete runs
+ * outside any.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -53,10 +59,31 @@
 #include "utils/timestamp.h"
 #include "utils/xid8.h"
 
+#include "compat.h"
 #include "outbox.h"
 #include "options.h"
 
 #define FETCH_BATCH			1000	/* messages read per endpoint per fetch */
+
+/*
+ * Memory bounds (README, "Memory"), whatever the payloads and the batch
+ * settings.  The queue holds ids, topics and keys only: payloads and headers
+ * are read when a request is built, printed straight into its body, and
+ * freed once curl has its copy.
+ *   WINDOW_MAX			messages per endpoint read past its cursor and not
+ *						passed yet: queued ones (also limited by 2 *
+ *						max_in_flight * batch_size) plus delivered ones
+ *						(done_ahead, saved with the cursor).  One request that
+ *						hangs holds the others back after this many.
+ *   BATCH_BODY_MAX		a batch is cut before the message that would take its
+ *						body past this (nginx's default limit); a message alone
+ *						may take up to OUTBOX_MAX_BODY_BYTES
+ *   IN_FLIGHT_BODY_MAX	request bodies out at once per endpoint: no new request
+ *						starts beyond it (one always may)
+ */
+#define WINDOW_MAX			4096
+#define BATCH_BODY_MAX		(1024 * 1024)
+#define IN_FLIGHT_BODY_MAX	(8 * 1024 * 1024)
 #define BREAKER_THRESHOLD	5
 #define BREAKER_MAX_MS		60000
 /*
@@ -121,6 +148,7 @@ typedef struct Endpoint
 	dlist_head	queue;
 	int			queued;
 	int			in_flight;
+	Size		body_bytes;		/* request bodies in flight */
 	bool		want_fetch;		/* the log may have messages we have not read */
 	TimestampTz refetch_at;		/* the horizon held the last fetch back */
 	int			refetch_ms;		/* current re-read interval while held back */
@@ -156,6 +184,7 @@ typedef struct Endpoint
 typedef struct Request
 {
 	Endpoint   *ep;
+	Size		body_len;
 	int			n;
 	Pending    *items[FLEXIBLE_ARRAY_MEMBER];
 } Request;
@@ -170,16 +199,21 @@ static OutboxPlan plan_endpoints = {
 	0, {0}
 };
 static OutboxPlan plan_parked = {
-	"SELECT d.message_id, d.attempts, d.next_attempt_at, m.topic, m.key,"
-	" m.payload::text, m.headers::text, m.created_at"
+	"SELECT d.message_id, d.attempts, d.next_attempt_at, m.topic, m.key, m.created_at"
 	" FROM outbox._deliveries d JOIN outbox._messages m ON m.id = d.message_id"
 	" WHERE d.endpoint_id = $1 AND d.state = 'retry' ORDER BY d.message_id",
 	1, {INT4OID}
 };
+/* no payload, no headers: rows that match no endpoint are never detoasted */
 static OutboxPlan plan_fetch = {
-	"SELECT id, topic, key, payload::text, headers::text, created_at, xmark"
+	"SELECT id, topic, key, created_at, xmark"
 	" FROM outbox._messages WHERE id > $1 ORDER BY id LIMIT $2",
 	2, {INT8OID, INT4OID}
+};
+/* the jsonb as stored (TOAST pointers): detoasted one message at a time */
+static OutboxPlan plan_bodies = {
+	"SELECT id, payload, headers FROM outbox._messages WHERE id = ANY ($1) ORDER BY id",
+	1, {INT8ARRAYOID}
 };
 /* SKIP LOCKED: an admin transaction holding the row must not stall delivery */
 static OutboxPlan plan_save_cursor = {
@@ -314,9 +348,7 @@ pending_new(Endpoint *ep, int64 id, HeapTuple tup, int first)
 	p->msg.id = id;
 	p->msg.topic = spi_text(tup, first);
 	p->msg.key = spi_text(tup, first + 1);
-	p->msg.payload = spi_text(tup, first + 2);
-	p->msg.headers = spi_text(tup, first + 3);
-	p->msg.created_at = DatumGetTimestampTz(spi_datum(tup, first + 4, &isnull));
+	p->msg.created_at = DatumGetTimestampTz(spi_datum(tup, first + 2, &isnull));
 	MemoryContextSwitchTo(old);
 	return p;
 }
@@ -328,21 +360,9 @@ pending_release(Pending *p)
 	pfree(p->msg.topic);
 	if (p->msg.key)
 		pfree(p->msg.key);
-	pfree(p->msg.payload);
-	if (p->msg.headers)
-		pfree(p->msg.headers);
 	if (p->last_error)
 		pfree(p->last_error);
 	pfree(p);
-}
-
-/* Take a message out of the queue and free it. */
-static void
-pending_free(Endpoint *ep, Pending *p)
-{
-	dlist_delete(&p->node);
-	ep->queued--;
-	pending_release(p);
 }
 
 /* Insert p into ep's queue, keeping id order (parked ones come first, in order). */
@@ -622,6 +642,14 @@ delivery_reload(void)
 
 /* ---- reading the log ---- */
 
+/* May the endpoint queue one more message?  (Memory bounds: see the top.) */
+static bool
+endpoint_has_room(Endpoint *ep)
+{
+	return ep->queued < Min(2 * ep->max_in_flight * ep->batch_size, WINDOW_MAX) &&
+		ep->queued + ep->ndone < WINDOW_MAX;
+}
+
 /*
  * Read the next messages of the log for every endpoint that has room, in one
  * transaction.  Gap-free: stops at the first message a running transaction
@@ -641,13 +669,14 @@ delivery_fetch(bool woken)
 		FullTransactionId horizon;
 		uint64		n;
 		uint64		i;
+		bool		full = false;
 
 		if (woken || (ep->refetch_at != 0 && now >= ep->refetch_at))
 			ep->want_fetch = true;
 		if (!ep->want_fetch || ep->dropped || ep->paused || ep->invalid)
 			continue;
-		/* a full queue reads later: want_fetch remembers it, no timer needed */
-		if (ep->queued >= 2 * ep->max_in_flight * ep->batch_size)
+		/* a full window reads later: want_fetch remembers it, no timer needed */
+		if (!endpoint_has_room(ep))
 		{
 			ep->refetch_at = 0;
 			continue;
@@ -666,27 +695,33 @@ delivery_fetch(bool woken)
 			HeapTuple	tup = SPI_tuptable->vals[i];
 			bool		isnull;
 			int64		id = DatumGetInt64(spi_datum(tup, 1, &isnull));
+			bool		wanted;
 
-			if (gapless_holds_back(DatumGetFullTransactionId(spi_datum(tup, 7, &isnull)), horizon))
+			if (gapless_holds_back(DatumGetFullTransactionId(spi_datum(tup, 5, &isnull)), horizon))
 			{
 				ep->refetch_ms = ep->refetch_ms == 0 ? HORIZON_RETRY_MIN_MS
 					: Min(ep->refetch_ms * 2, HORIZON_RETRY_MAX_MS);
 				ep->refetch_at = TimestampTzPlusMilliseconds(now, ep->refetch_ms);
 				break;
 			}
-			ep->fetched = id;
-			if (!topic_matches(ep->patterns, spi_text(tup, 2)))
-				continue;
 			/*
 			 * Only ids up to what was loaded at start (done_ahead, parked rows)
 			 * can be delivered or queued already; later ones are new.
 			 */
-			if (id <= ep->loaded_upto &&
-				(ids_contains(ep->done, ep->ndone, id) || queue_contains(ep, id)))
-				continue;
-			queue_insert(ep, pending_new(ep, id, tup, 2));
+			wanted = topic_matches(ep->patterns, spi_text(tup, 2)) &&
+				!(id <= ep->loaded_upto &&
+				  (ids_contains(ep->done, ep->ndone, id) || queue_contains(ep, id)));
+			/* the window is full: read on from this message later */
+			if (wanted && !endpoint_has_room(ep))
+			{
+				full = true;
+				break;
+			}
+			if (wanted)
+				queue_insert(ep, pending_new(ep, id, tup, 2));
+			ep->fetched = id;
 		}
-		ep->want_fetch = (n == FETCH_BATCH && i == n);
+		ep->want_fetch = full || (n == FETCH_BATCH && i == n);
 		if (ep->refetch_at == 0)
 			ep->refetch_ms = 0;
 		ep->dirty = true;		/* the cursor may pass non-matching messages */
@@ -723,7 +758,41 @@ key_blocked(List *held_keys, const char *key)
 	return false;
 }
 
-static void delivery_submit(Request *req);
+static Request *delivery_submit(Request *req);
+
+/*
+ * May ep start another request?  Requests finished but not yet saved would
+ * be repeated after a crash, like those in flight: together they stay within
+ * the limit.  And the bodies in flight stay within IN_FLIGHT_BODY_MAX.
+ */
+static bool
+endpoint_can_start(Endpoint *ep, int limit)
+{
+	return ep->in_flight + ep->unsaved < limit &&
+		(ep->in_flight == 0 || ep->body_bytes < IN_FLIGHT_BODY_MAX);
+}
+
+static Request *
+request_new(Endpoint *ep)
+{
+	Request    *req = MemoryContextAlloc(delivery_cxt, offsetof(Request, items) + sizeof(Pending *) * ep->batch_size);
+
+	req->ep = ep;
+	req->n = 0;
+	req->body_len = 0;
+	return req;
+}
+
+/* Give back the messages of a request that will not go now. */
+static void
+request_release(Request *req)
+{
+	for (int i = 0; i < req->n; i++)
+		req->items[i]->in_flight = false;
+	if (req->ep->rate_limit > 0)
+		req->ep->tokens += req->n;
+	pfree(req);
+}
 
 static void
 endpoint_send(Endpoint *ep, TimestampTz now)
@@ -752,62 +821,243 @@ endpoint_send(Endpoint *ep, TimestampTz now)
 			held = lappend(held, p->msg.key);
 		if (p->in_flight || blocked || (p->due != 0 && now < p->due))
 			continue;
-		/*
-		 * Requests finished but not yet saved would be repeated after a
-		 * crash, like those in flight: together they stay within the limit.
-		 */
-		if (req == NULL && ep->in_flight + ep->unsaved >= limit)
+		if (req == NULL && !endpoint_can_start(ep, limit))
 			break;
 		if (!endpoint_take_token(ep, now))
 			break;
 		if (req == NULL)
-		{
-			req = MemoryContextAlloc(delivery_cxt, offsetof(Request, items) + sizeof(Pending *) * ep->batch_size);
-			req->ep = ep;
-			req->n = 0;
-		}
+			req = request_new(ep);
 		p->in_flight = true;
 		req->items[req->n++] = p;
 		if (req->n == ep->batch_size)
 		{
-			delivery_submit(req);
+			/* what a cut batch left over starts the next request */
+			req = delivery_submit(req);
+			if (req && !endpoint_can_start(ep, limit))
+			{
+				request_release(req);
+				req = NULL;
+				break;
+			}
+		}
+	}
+	while (req)
+	{
+		req = delivery_submit(req);
+		if (req && !endpoint_can_start(ep, limit))
+		{
+			request_release(req);
 			req = NULL;
 		}
 	}
-	if (req && req->n > 0)
-		delivery_submit(req);
 	list_free(held);
 }
 
+/* ---- building requests ---- */
+
+static MemoryContext body_cxt = NULL;	/* one request's body; reset once curl has it */
+static bool send_began = false; /* the send pass's transaction */
+static List *gone = NIL;		/* Pending * out of the queue, freed after the pass */
+
+/* A message is finished (delivered): out of the queue, into done_ahead. */
+static void
+pending_finished(Endpoint *ep, Pending *p)
+{
+	MemoryContext old = MemoryContextSwitchTo(ep->cxt);
+
+	if (p->parked)
+		ids_add(&ep->forget, &ep->nforget, &ep->maxforget, p->msg.id);
+	ids_add(&ep->done, &ep->ndone, &ep->maxdone, p->msg.id);
+	ep->done_changed = true;
+	ep->dirty = true;
+	MemoryContextSwitchTo(old);
+	dlist_delete(&p->node);
+	ep->queued--;
+}
+
 /*
- * Build and start the HTTP request for req.  No transaction.  The Request
- * itself is allocated in delivery_cxt: it lives until its result is back.
+ * Dead-letter a message: out of the queue, saved by the next persist, and
+ * finished like a delivery.  (Not freed: the caller may be walking the queue.)
  */
 static void
+pending_dead(Endpoint *ep, Pending *p)
+{
+	MemoryContext old = MemoryContextSwitchTo(ep->cxt);
+
+	ep->dead_lettered++;
+	ids_add(&ep->done, &ep->ndone, &ep->maxdone, p->msg.id);
+	ep->done_changed = true;
+	ep->dirty = true;
+	p->save = true;
+	dlist_delete(&p->node);
+	ep->queued--;
+	ep->dead = lappend(ep->dead, p);
+	MemoryContextSwitchTo(old);
+}
+
+static void
+jsonb_free(Jsonb *jb, Datum d)
+{
+	if (jb && (Pointer) jb != DatumGetPointer(d))
+		pfree(jb);
+}
+
+/*
+ * Build and start the HTTP request for req, in the send pass's transaction
+ * (it reads the payloads; curl only queues the request: no network I/O
+ * happens in it).  A batch takes its messages in order until the next one
+ * would take its body past BATCH_BODY_MAX: those left come back as a new
+ * Request (NULL if none).  A message too large for any body is
+ * dead-lettered instead.  Each payload is detoasted, printed into the body
+ * and freed in turn; the body is freed once curl has copied it.  The
+ * Request itself lives in delivery_cxt until its result is back.
+ */
+static Request *
 delivery_submit(Request *req)
 {
 	Endpoint   *ep = req->ep;
-	WebhookMessage **msgs = palloc(sizeof(WebhookMessage *) * req->n);
+	bool		batched = ep->batch_size > 1;
+	Request    *rest = NULL;
+	Jsonb	   *single_headers = NULL;
+	int64	   *ids = palloc(sizeof(int64) * req->n);
+	Datum		args[1];
+	SPITupleTable *rows;
+	uint64		nrows;
+	uint64		row = 0;
+	int			sent = 0;
+	int			i;
 	StringInfoData body;
-	List	   *headers;
+	MemoryContext old;
 
-	for (int i = 0; i < req->n; i++)
-		msgs[i] = &req->items[i]->msg;
+	if (!send_began)
+		delivery_begin("outbox: reading payloads");
+	send_began = true;
+	for (i = 0; i < req->n; i++)
+		ids[i] = req->items[i]->msg.id;
+	args[0] = PointerGetDatum(int64_array(ids, req->n));
+	nrows = outbox_spi_run(&plan_bodies, args, NULL, true, 0, SPI_OK_SELECT);
+	rows = SPI_tuptable;
+
+	old = MemoryContextSwitchTo(body_cxt);
 	initStringInfo(&body);
-	headers = webhook_build(&ep->wh, msgs, req->n, &body);
-	/* body and headers live in the relay's per-loop context; curl copies them */
-	http_post(req, ep->url, headers, body.data, body.len, ep->timeout_ms);
-	ep->in_flight++;
+	for (i = 0; i < req->n; i++)
+	{
+		Pending    *p = req->items[i];
+		bool		isnull;
+		Datum		pd;
+		Datum		hd = (Datum) 0;
+		Jsonb	   *payload;
+		Jsonb	   *headers = NULL;
+		Size		len;
+
+		while (row < nrows &&
+			   DatumGetInt64(SPI_getbinval(rows->vals[row], rows->tupdesc, 1, &isnull)) < p->msg.id)
+			row++;
+		if (row == nrows ||
+			DatumGetInt64(SPI_getbinval(rows->vals[row], rows->tupdesc, 1, &isnull)) != p->msg.id)
+		{
+			/* deleted by hand: nothing left to send */
+			MemoryContext cxt = MemoryContextSwitchTo(delivery_cxt);
+
+			pending_finished(ep, p);
+			gone = lappend(gone, p);
+			MemoryContextSwitchTo(cxt);
+			continue;
+		}
+		pd = SPI_getbinval(rows->vals[row], rows->tupdesc, 2, &isnull);
+		payload = DatumGetJsonbP(pd);
+		hd = SPI_getbinval(rows->vals[row], rows->tupdesc, 3, &isnull);
+		if (!isnull)
+			headers = DatumGetJsonbP(hd);
+		len = webhook_json_length(payload, OUTBOX_MAX_MESSAGE_TEXT) +
+			(headers ? webhook_json_length(headers, OUTBOX_MAX_MESSAGE_TEXT) : 0);
+		if (len > OUTBOX_MAX_MESSAGE_TEXT)
+		{
+			/* published before outbox.publish refused such messages */
+			p->attempts++;
+			p->last_status = 0;
+			if (p->last_error)
+				pfree(p->last_error);
+			p->last_error = MemoryContextStrdup(ep->cxt, psprintf("message too large to send: more than %d bytes as JSON text",
+																  OUTBOX_MAX_MESSAGE_TEXT));
+			pending_dead(ep, p);
+		}
+		else if (batched && sent > 0 &&
+				 body.len + len + webhook_envelope_length(&p->msg) > BATCH_BODY_MAX)
+		{
+			jsonb_free(payload, pd);
+			jsonb_free(headers, hd);
+			break;				/* cut the batch before this message */
+		}
+		else
+		{
+			/* a message larger than a batch gets a body of its size, not twice it */
+			if (sent == 0 && len >= BATCH_BODY_MAX)
+				body.data = repalloc(body.data, body.maxlen = len + webhook_envelope_length(&p->msg) + 1);
+			webhook_body_add(&body, batched, &p->msg, payload, headers);
+			req->items[sent++] = p;
+			if (!batched)
+				single_headers = headers;
+		}
+		jsonb_free(payload, pd);
+		if (headers != single_headers)
+			jsonb_free(headers, hd);
+	}
+	if (i < req->n)
+	{
+		rest = request_new(ep);
+		for (; i < req->n; i++)
+			rest->items[rest->n++] = req->items[i];
+	}
+	req->n = sent;
+	if (sent == 0)
+		pfree(req);
+	else
+	{
+		WebhookMessage **msgs = palloc(sizeof(WebhookMessage *) * sent);
+		List	   *headers;
+
+		for (i = 0; i < sent; i++)
+			msgs[i] = &req->items[i]->msg;
+		headers = webhook_build(&ep->wh, msgs, sent, batched, single_headers, &body);
+		/* curl copies the body and the headers */
+		http_post(req, ep->url, headers, body.data, body.len, ep->timeout_ms);
+		req->body_len = body.len;
+		ep->body_bytes += body.len;
+		ep->in_flight++;
+	}
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(body_cxt);
+	SPI_freetuptable(rows);
+	pfree(ids);
+	return rest;
 }
 
+/*
+ * Start the requests that may go.  The payloads are read in one short
+ * transaction, begun at the first request and committed before the
+ * requests' I/O starts (in http_wait).
+ */
 void
 delivery_send(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	ListCell   *lc;
 
+	if (body_cxt == NULL)
+	{
+		body_cxt = AllocSetContextCreate(delivery_cxt, "outbox request body", ALLOCSET_DEFAULT_SIZES);
+		compat_return_large_blocks();
+	}
 	foreach(lc, endpoints)
 		endpoint_send(lfirst(lc), now);
+	if (send_began)
+		delivery_end();
+	send_began = false;
+	foreach(lc, gone)
+		pending_release(lfirst(lc));
+	list_free(gone);
+	gone = NIL;
 }
 
 /* ---- results ---- */
@@ -843,6 +1093,7 @@ delivery_complete(HttpResult *r)
 	bool		ok = r->status >= 200 && r->status < 300;
 
 	ep->in_flight--;
+	ep->body_bytes -= req->body_len;
 	ep->unsaved++;
 	ep->dirty = true;
 	if (ok)
@@ -875,19 +1126,12 @@ delivery_complete(HttpResult *r)
 		p->in_flight = false;
 		if (ok)
 		{
-			MemoryContext old = MemoryContextSwitchTo(ep->cxt);
-
 			ep->delivered++;
 			ep->latencies[ep->latency_pos] = (float4) (now - p->msg.created_at) / 1000.0;
 			ep->latency_pos = (ep->latency_pos + 1) % STAT_LATENCIES;
 			ep->nlatencies = Min(ep->nlatencies + 1, STAT_LATENCIES);
-
-			if (p->parked)
-				ids_add(&ep->forget, &ep->nforget, &ep->maxforget, p->msg.id);
-			ids_add(&ep->done, &ep->ndone, &ep->maxdone, p->msg.id);
-			ep->done_changed = true;
-			MemoryContextSwitchTo(old);
-			pending_free(ep, p);
+			pending_finished(ep, p);
+			pending_release(p);
 			continue;
 		}
 		p->attempts++;
@@ -904,18 +1148,7 @@ delivery_complete(HttpResult *r)
 			p->due = backoff_until(ep, p->attempts, r->retry_after_ms, now);
 		}
 		else
-		{
-			MemoryContext old = MemoryContextSwitchTo(ep->cxt);
-
-			/* dead: out of the queue, saved by the next persist; finished like a delivery */
-			ep->dead_lettered++;
-			ids_add(&ep->done, &ep->ndone, &ep->maxdone, p->msg.id);
-			ep->done_changed = true;
-			dlist_delete(&p->node);
-			ep->queued--;
-			ep->dead = lappend(ep->dead, p);
-			MemoryContextSwitchTo(old);
-		}
+			pending_dead(ep, p);
 	}
 	pfree(req);
 	/* a dropped endpoint is freed by the next reload, once idle */
@@ -1142,8 +1375,7 @@ delivery_next_timeout(void)
 
 		if (ep->dropped)
 			continue;
-		if (ep->want_fetch && !ep->paused && !ep->invalid &&
-			ep->queued < 2 * ep->max_in_flight * ep->batch_size)
+		if (ep->want_fetch && !ep->paused && !ep->invalid && endpoint_has_room(ep))
 			return 0;			/* more of the log to read, and room for it */
 		if (ep->dirty)
 		{

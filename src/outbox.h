@@ -32,6 +32,21 @@
 /* Longest stream, topic, key, consumer or message id, in bytes. */
 #define OUTBOX_MAX_NAME_BYTES	255
 
+/*
+ * Largest webhook request body, in bytes: a message whose payload and
+ * headers would print as more JSON text is refused by outbox.publish (and
+ * dead-lettered by the relay, if it was published before this limit).
+ */
+#define OUTBOX_MAX_BODY_BYTES	(16 * 1024 * 1024)
+/* ... of which a message's payload and headers may take this much (the rest: its envelope) */
+#define OUTBOX_MAX_MESSAGE_TEXT	(OUTBOX_MAX_BODY_BYTES - 4096)
+
+/*
+ * Most bytes of JSON text one byte of jsonb can print as: a number of ten
+ * bytes such as 1e131000 prints every digit (webhook_json_length).
+ */
+#define OUTBOX_JSON_MAX_EXPANSION	16384
+
 /* Most events one call to outbox.append may write. */
 #define OUTBOX_MAX_EVENTS_PER_APPEND	10000
 
@@ -205,15 +220,17 @@ typedef struct WebhookMessage
 	int64		id;
 	char	   *topic;
 	char	   *key;			/* NULL when none */
-	char	   *payload;		/* JSON text */
-	char	   *headers;		/* JSON object text, or NULL */
 	TimestampTz created_at;
 } WebhookMessage;
 
 extern WebhookKey *webhook_key(const char *secret);
 extern List *webhook_json_headers(List *lines, const char *json, bool from_message);
-extern List *webhook_build(const WebhookEndpoint *ep, WebhookMessage **msgs, int n,
-						   StringInfo body);
+extern Size webhook_json_length(Jsonb *jb, Size limit);
+extern Size webhook_envelope_length(const WebhookMessage *m);
+extern void webhook_body_add(StringInfo body, bool batched, const WebhookMessage *m,
+							 Jsonb *payload, Jsonb *headers);
+extern List *webhook_build(const WebhookEndpoint *ep, WebhookMessage **msgs, int n, bool batched,
+						   Jsonb *headers, StringInfo body);
 
 /* http.c: libcurl multi, driven from a WaitEventSet */
 typedef struct HttpResult
@@ -400,6 +417,7 @@ extern void outbox_check_writable(const char *fname);
 extern void outbox_check_header_value(const char *what, const char *value, int len);
 extern void outbox_check_name(const char *what, const char *name, int len);
 extern void outbox_check_payload_size(const char *what, Jsonb *value);
+extern void outbox_check_message_size(Jsonb *payload, Jsonb *headers);
 extern void outbox_check_headers(const char *what, Jsonb *headers, bool from_message);
 
 typedef struct HeaderProblem

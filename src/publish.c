@@ -80,7 +80,7 @@ outbox_publish(PG_FUNCTION_ARGS)
 	}
 	else
 		nulls[2] = true;
-	outbox_check_payload_size("payload", payload);
+	outbox_check_message_size(payload, headers);
 	outbox_check_headers("headers", headers, true);
 
 	/* gapless.c: the top-level xid must exist before the id is taken */

@@ -16,7 +16,8 @@
  *   read new messages for endpoints with room      (short transaction)
  *   save progress, grouped: when nothing is in flight, when unsaved results
  *     fill half an endpoint's window, or every 20 ms (short transaction)
- *   start the requests that may go                 (no transaction)
+ *   start the requests that may go                 (short transaction:
+ *     payloads; their I/O starts in the wait)
  *   save again if about to sleep with progress unsaved
  *   delete expired messages and inbox rows, when due (short transaction)
  *   start or restart the database's projector if it should run (projector.c)

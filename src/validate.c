@@ -4,7 +4,7 @@
  *
  * Every user mistake gets a standard SQLSTATE: 22004 for a NULL that is not
  * allowed, 22023 for a bad value, 22001 for a name that is too long, 54000
- * for a payload over outbox.max_payload_bytes.
+ * for a payload over outbox.max_payload_bytes or a message too large to send.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -131,6 +131,38 @@ outbox_check_payload_size(const char *what, Jsonb *value)
 				 errmsg("%s is too large", what),
 				 errdetail("It takes %zu bytes; outbox.max_payload_bytes is %d.",
 						   size, outbox_max_payload_bytes)));
+}
+
+/*
+ * A message: its payload and headers together within outbox.max_payload_bytes
+ * (the relay loads and sends them together), and, printed as JSON, within
+ * one request body.  Printing can multiply the size (numbers like 1e131000,
+ * escaped control characters): the body is measured only when it could
+ * matter, by walking the jsonb without printing it.
+ */
+void
+outbox_check_message_size(Jsonb *payload, Jsonb *headers)
+{
+	Size		payload_size = VARSIZE(payload) - VARHDRSZ;
+	Size		headers_size = VARSIZE(headers) - VARHDRSZ;
+	Size		text;
+
+	if (payload_size + headers_size > (Size) outbox_max_payload_bytes)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("message is too large"),
+				 errdetail("Its payload takes %zu bytes and its headers %zu; together they may take %d bytes (outbox.max_payload_bytes).",
+						   payload_size, headers_size, outbox_max_payload_bytes)));
+	if ((payload_size + headers_size) * OUTBOX_JSON_MAX_EXPANSION <= OUTBOX_MAX_MESSAGE_TEXT)
+		return;
+	text = webhook_json_length(payload, OUTBOX_MAX_MESSAGE_TEXT) +
+		webhook_json_length(headers, OUTBOX_MAX_MESSAGE_TEXT);
+	if (text > OUTBOX_MAX_MESSAGE_TEXT)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("message is too large to send"),
+				 errdetail("As JSON text its payload and headers take more than %d bytes; a webhook request body may take %d bytes.",
+						   OUTBOX_MAX_MESSAGE_TEXT, OUTBOX_MAX_BODY_BYTES)));
 }
 
 /* RFC 9110 token characters, allowed in header names. */

@@ -19,7 +19,11 @@
  * batch_size 1: the body is the payload itself, with outbox-topic,
  * outbox-key and the message's headers as HTTP headers.  batch_size > 1: the
  * body is a JSON array of envelopes {"id", "topic", "key", "timestamp",
- * "headers", "payload"}, and webhook-id names the batch.
+ * "headers", "payload"} (of one message, too), and webhook-id names the
+ * batch.  Bodies are printed straight from the messages' jsonb, one message
+ * at a time, so that the relay can cut a batch before it grows too large
+ * (webhook_json_length tells the size first) and never holds a message's
+ * text anywhere but in the body.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -72,17 +76,13 @@ webhook_signature(List *keys, const char *id, int64 ts, const StringInfo body)
 	static ResourceOwner signing_owner = NULL;
 	ResourceOwner saved_owner = CurrentResourceOwner;
 	StringInfoData sig;
-	StringInfoData content;
+	char	   *prefix = psprintf("%s." INT64_FORMAT ".", id, ts);
 	ListCell   *lc;
 
 	if (signing_owner == NULL)
 		signing_owner = ResourceOwnerCreate(NULL, "outbox webhook signing");
 	if (CurrentResourceOwner == NULL)
 		CurrentResourceOwner = signing_owner;
-
-	initStringInfo(&content);
-	appendStringInfo(&content, "%s." INT64_FORMAT ".", id, ts);
-	appendBinaryStringInfo(&content, body->data, body->len);
 
 	initStringInfo(&sig);
 	foreach(lc, keys)
@@ -95,7 +95,8 @@ webhook_signature(List *keys, const char *id, int64 ts, const StringInfo body)
 
 		if (ctx == NULL ||
 			pg_hmac_init(ctx, k->key, k->len) < 0 ||
-			pg_hmac_update(ctx, (uint8 *) content.data, content.len) < 0 ||
+			pg_hmac_update(ctx, (uint8 *) prefix, strlen(prefix)) < 0 ||
+			pg_hmac_update(ctx, (uint8 *) body->data, body->len) < 0 ||
 			pg_hmac_final(ctx, mac, sizeof(mac)) < 0)
 			elog(ERROR, "could not compute the webhook signature");
 		pg_hmac_free(ctx);
@@ -103,7 +104,7 @@ webhook_signature(List *keys, const char *id, int64 ts, const StringInfo body)
 		appendStringInfo(&sig, "%sv1,%.*s", sig.len ? " " : "", n, b64);
 	}
 	CurrentResourceOwner = saved_owner;
-	pfree(content.data);
+	pfree(prefix);
 	return sig.data;
 }
 
@@ -130,10 +131,9 @@ webhook_header_present(List *lines, const char *name, int len)
  * changed by hand, and any name already among lines: what outbox and the
  * endpoint set wins, nothing is sent twice.
  */
-List *
-webhook_json_headers(List *lines, const char *json, bool from_message)
+static List *
+webhook_jsonb_headers(List *lines, Jsonb *jb, bool from_message)
 {
-	Jsonb	   *jb;
 	JsonbIterator *it;
 	JsonbValue	v;
 	JsonbIteratorToken tok;
@@ -142,9 +142,6 @@ webhook_json_headers(List *lines, const char *json, bool from_message)
 	List	   *own = NIL;
 	HeaderProblem problem;
 
-	if (json == NULL || strcmp(json, "{}") == 0)
-		return lines;
-	jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
 	it = JsonbIteratorInit(&jb->root);
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
@@ -163,21 +160,132 @@ webhook_json_headers(List *lines, const char *json, bool from_message)
 	return list_concat(lines, own);
 }
 
+/* The same, for the object as JSON text. */
+List *
+webhook_json_headers(List *lines, const char *json, bool from_message)
+{
+	if (json == NULL || strcmp(json, "{}") == 0)
+		return lines;
+	return webhook_jsonb_headers(lines, DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(json))),
+								 from_message);
+}
+
+/* Length of s as a JSON string: quotes and escapes (escape_json's rules). */
+static Size
+webhook_string_length(const char *s, int len)
+{
+	Size		n = 2;
+
+	for (int i = 0; i < len; i++)
+	{
+		unsigned char c = s[i];
+
+		if (c == '"' || c == '\\' || c == '\b' || c == '\f' || c == '\n' || c == '\r' || c == '\t')
+			n += 2;
+		else
+			n += c < ' ' ? 6 : 1;
+	}
+	return n;
+}
+
 /*
- * Build the request for msgs[0 .. n-1] to endpoint ep: the body into body,
- * the header lines (palloc'd "Name: value") as the result.
+ * An upper bound of the length of jb as JSON text (what JsonbToCString
+ * writes), found without writing it: a payload of 1 MB can print as
+ * gigabytes (numbers like 1e131000 print every digit, a control character
+ * takes six bytes), which no request body could hold.  Stops as soon as the
+ * length passes limit.
+ */
+Size
+webhook_json_length(Jsonb *jb, Size limit)
+{
+	JsonbIterator *it = JsonbIteratorInit(&jb->root);
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	Size		n = 0;
+
+	while (n <= limit && (tok = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
+	{
+		n += 2;					/* a bracket, or a separator: ", " ": " */
+		if (tok != WJB_KEY && tok != WJB_VALUE && tok != WJB_ELEM)
+			continue;
+		switch (v.type)
+		{
+			case jbvString:
+				n += webhook_string_length(v.val.string.val, v.val.string.len);
+				break;
+			case jbvNumeric:
+				{
+					char	   *num = DatumGetCString(DirectFunctionCall1(numeric_out,
+																		  NumericGetDatum(v.val.numeric)));
+
+					n += strlen(num);
+					pfree(num);
+				}
+				break;
+			default:
+				n += 5;			/* null, true, false */
+				break;
+		}
+	}
+	return n;
+}
+
+/*
+ * A request's body: the payload itself (not batched), or a JSON array of
+ * envelopes {"id", "topic", "key", "timestamp", "headers", "payload"}
+ * (batched).  webhook_body_add appends one message, webhook_build closes
+ * the body and makes the headers.
+ */
+void
+webhook_body_add(StringInfo body, bool batched, const WebhookMessage *m, Jsonb *payload, Jsonb *headers)
+{
+	if (!batched)
+	{
+		JsonbToCString(body, &payload->root, VARSIZE(payload));
+		return;
+	}
+	appendStringInfo(body, "%c{\"id\":\"msg_" INT64_FORMAT "\",\"topic\":", body->len ? ',' : '[', m->id);
+	escape_json(body, m->topic);
+	appendStringInfoString(body, ",\"key\":");
+	if (m->key)
+		escape_json(body, m->key);
+	else
+		appendStringInfoString(body, "null");
+	appendStringInfo(body, ",\"timestamp\":" INT64_FORMAT ",\"headers\":",
+					 (int64) timestamptz_to_time_t(m->created_at));
+	if (headers)
+		JsonbToCString(body, &headers->root, VARSIZE(headers));
+	else
+		appendStringInfoString(body, "{}");
+	appendStringInfoString(body, ",\"payload\":");
+	JsonbToCString(body, &payload->root, VARSIZE(payload));
+	appendStringInfoChar(body, '}');
+}
+
+/* What webhook_body_add adds for m besides its headers and payload (a bound). */
+Size
+webhook_envelope_length(const WebhookMessage *m)
+{
+	return 128 + webhook_string_length(m->topic, strlen(m->topic)) +
+		(m->key ? webhook_string_length(m->key, strlen(m->key)) : 0);
+}
+
+/*
+ * Finish the request for msgs[0 .. n-1] to endpoint ep, whose body
+ * webhook_body_add wrote: close a batch, and return the header lines
+ * (palloc'd "Name: value").  headers: the message's own, not batched.
  */
 List *
-webhook_build(const WebhookEndpoint *ep, WebhookMessage **msgs, int n, StringInfo body)
+webhook_build(const WebhookEndpoint *ep, WebhookMessage **msgs, int n, bool batched,
+			  Jsonb *headers, StringInfo body)
 {
 	List	   *lines = NIL;
 	int64		ts = (int64) time(NULL);
 	char	   *id;
 
-	if (n == 1)
+	if (!batched)
 	{
 		id = psprintf("msg_" INT64_FORMAT, msgs[0]->id);
-		appendStringInfoString(body, msgs[0]->payload);
 		lines = lappend(lines, psprintf("outbox-topic: %s", msgs[0]->topic));
 		if (msgs[0]->key)
 			lines = lappend(lines, psprintf("outbox-key: %s", msgs[0]->key));
@@ -185,20 +293,6 @@ webhook_build(const WebhookEndpoint *ep, WebhookMessage **msgs, int n, StringInf
 	else
 	{
 		id = psprintf("batch_" INT64_FORMAT "_" INT64_FORMAT, msgs[0]->id, msgs[n - 1]->id);
-		appendStringInfoChar(body, '[');
-		for (int i = 0; i < n; i++)
-		{
-			appendStringInfo(body, "%s{\"id\":\"msg_" INT64_FORMAT "\",\"topic\":", i ? "," : "", msgs[i]->id);
-			escape_json(body, msgs[i]->topic);
-			appendStringInfoString(body, ",\"key\":");
-			if (msgs[i]->key)
-				escape_json(body, msgs[i]->key);
-			else
-				appendStringInfoString(body, "null");
-			appendStringInfo(body, ",\"timestamp\":" INT64_FORMAT ",\"headers\":%s,\"payload\":%s}",
-							 (int64) timestamptz_to_time_t(msgs[i]->created_at),
-							 msgs[i]->headers ? msgs[i]->headers : "{}", msgs[i]->payload);
-		}
 		appendStringInfoChar(body, ']');
 	}
 
@@ -209,7 +303,7 @@ webhook_build(const WebhookEndpoint *ep, WebhookMessage **msgs, int n, StringInf
 		lines = lappend(lines, psprintf("webhook-signature: %s",
 										webhook_signature(ep->keys, id, ts, body)));
 	lines = list_concat(lines, ep->header_lines);
-	if (n == 1)
-		lines = webhook_json_headers(lines, msgs[0]->headers, true);
+	if (!batched && headers)
+		lines = webhook_jsonb_headers(lines, headers, true);
 	return lines;
 }

@@ -5,7 +5,7 @@
 set -euo pipefail
 
 OUTBOX_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-PG_BIN=/usr/lib/postgresql/15/bin
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 export PATH="$PG_BIN:$PATH"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
