@@ -253,7 +253,7 @@ es_insert_events(const char *stream, EventInput *evs, int n, int64 head, Timesta
 	OutboxRows	events;
 
 	/* gapless.c: the top-level xid must exist before positions are taken */
-	(void) GetTopTransactionId();
+	gapless_take_xid();
 	for (int i = 0; i < n; i++)
 		positions[i] = nextval_internal(seq, false);
 	*created_at = GetCurrentTimestamp();
