@@ -551,10 +551,10 @@ CREATE FUNCTION outbox._stat_workers(
     OUT dboid oid, OUT pid int, OUT state text, OUT started_at timestamptz,
     OUT last_activity_at timestamptz, OUT loops bigint, OUT requests bigint,
     OUT horizon_blocked_since timestamptz, OUT horizon_blocking_pid int,
-    OUT horizon_blocking_since timestamptz)
+    OUT horizon_blocking_since timestamptz, OUT worker text)
 RETURNS SETOF record
     AS 'MODULE_PATHNAME', 'outbox_stat_workers' LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION outbox._stat_workers() IS 'private: every relay slot of the cluster, from shared memory';
+COMMENT ON FUNCTION outbox._stat_workers() IS 'private: every relay slot of the cluster and its projector, from shared memory';
 
 CREATE VIEW outbox.stat_endpoints AS
     SELECT e.name, outbox._shown_url(e.url) AS url,
@@ -575,14 +575,14 @@ COMMENT ON VIEW outbox.stat_endpoints IS
     'per endpoint: state, backlog, counters since the relay started, last outcome, commit-to-delivery latency over the last 256 deliveries; the full url and response bodies in last_error for outbox_admin only';
 
 CREATE VIEW outbox.stat_workers AS
-    SELECT d.datname AS database, w.pid, w.state, w.started_at, w.last_activity_at,
+    SELECT d.datname AS database, w.worker, w.pid, w.state, w.started_at, w.last_activity_at,
            w.loops, w.requests,
            now() - w.horizon_blocking_since AS horizon_age,
            w.horizon_blocking_pid, w.horizon_blocked_since
       FROM outbox._stat_workers() w
       JOIN pg_catalog.pg_database d ON d.oid = w.dboid;
 COMMENT ON VIEW outbox.stat_workers IS
-    'per relay: database, pid, state, activity, counters; while a running transaction holds delivery back, its age and pid';
+    'per relay, and per projector of async projections: database, pid, state, activity, counters; while a running transaction holds its reading back, its age and pid';
 
 CREATE FUNCTION outbox.metrics() RETURNS text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -783,7 +783,7 @@ ALTER TABLE outbox._events ENABLE ALWAYS TRIGGER forbid_truncate;
 
 /* ------------------------------------------------------------------------
  * CQRS projections (src/projection.c applies events, src/projector.c is the
- * relay's async side)
+ * async side, the projector worker)
  * ------------------------------------------------------------------------ */
 
 CREATE TABLE outbox._projections (
@@ -818,7 +818,7 @@ SELECT pg_catalog.pg_extension_config_dump('outbox._projections_id_seq', '');
 CREATE FUNCTION outbox._projections_changed() RETURNS void
     AS 'MODULE_PATHNAME', 'outbox_projections_changed' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION outbox._projections_changed() IS
-    'private: at commit, every session reloads its inline projections and the relay looks at the async ones';
+    'private: at commit, every session reloads its inline projections and the projector looks at the async ones';
 
 CREATE FUNCTION outbox._replay_projection(id int, after_position bigint) RETURNS bigint
     AS 'MODULE_PATHNAME', 'outbox_replay_projection' LANGUAGE C VOLATILE STRICT;
@@ -909,7 +909,7 @@ CREATE FUNCTION outbox.create_projection(name text, handler regprocedure, event_
     -- _create_projection as the extension owner; no SQL caller can pick the role
     AS 'MODULE_PATHNAME', 'outbox_create_projection' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION outbox.create_projection(text, regprocedure, text[], text, text, regprocedure, jsonb) IS
-    'keep a read model up to date: handler(outbox.events) is called for every matching event, inline (in the appending transaction) or async (by the relay)';
+    'keep a read model up to date: handler(outbox.events) is called for every matching event, inline (in the appending transaction) or async (by the database''s projector worker)';
 
 CREATE FUNCTION outbox._lock_events() RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$

@@ -86,6 +86,11 @@ static OutboxPlan plan_delete_events = {
 	"DELETE FROM outbox._events WHERE stream = $1",
 	1, {TEXTOID}
 };
+/* a head this delete_stream created, or one lock_stream left at 0: no trace of the name */
+static OutboxPlan plan_drop_empty_head = {
+	"DELETE FROM outbox._streams WHERE stream = $1 AND version = 0",
+	1, {TEXTOID}
+};
 static OutboxPlan plan_has_version = {
 	"SELECT FROM outbox._events WHERE stream = $1 AND version = $2",
 	2, {TEXTOID, INT8OID}
@@ -248,7 +253,7 @@ es_insert_events(const char *stream, EventInput *evs, int n, int64 head, Timesta
 	OutboxRows	events;
 
 	/* gapless.c: the top-level xid must exist before positions are taken */
-	(void) GetTopTransactionId();
+	gapless_take_xid();
 	for (int i = 0; i < n; i++)
 		positions[i] = nextval_internal(seq, false);
 	*created_at = GetCurrentTimestamp();
@@ -420,7 +425,7 @@ outbox_delete_stream(PG_FUNCTION_ARGS)
 	OutboxRows	heads;
 	Datum		args[4];
 	uint64		deleted;
-	bool		has_head;
+	int64		head;
 
 	outbox_check_writable("outbox.delete_stream()");
 	if (PG_ARGISNULL(1) || VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(1)) == 0)
@@ -433,9 +438,13 @@ outbox_delete_stream(PG_FUNCTION_ARGS)
 	args[2] = CStringGetDatum(GetUserNameFromId(GetUserId(), false));
 	args[3] = PointerGetDatum(PG_GETARG_TEXT_PP(1));
 
-	/* no head, no committed event: a stream being created now comes after us */
-	rows_open(&heads, outbox_relid("_streams"));
-	has_head = rows_lock_by_key(&heads, outbox_relid("_streams_pkey"), args[0], F_TEXTEQ);
+	/*
+	 * Lock the head as an append does, creating it if missing: an append
+	 * creating the stream right now is waited for, and its events are
+	 * deleted too (REPEATABLE READ: 40001 if it committed after our
+	 * snapshot).  So a delete and an append serialise like two appends.
+	 */
+	head = es_lock_head(&spi, &heads, stream);
 
 	outbox_spi_begin(&spi);
 	es_deleting = true;
@@ -449,15 +458,16 @@ outbox_delete_stream(PG_FUNCTION_ARGS)
 		es_deleting = false;
 	}
 	PG_END_TRY();
-	if (has_head && deleted > 0)
+	if (deleted > 0)
 	{
-		bool		isnull;
-		int64		head = DatumGetInt64(slot_getattr(heads.slot, ES_COL_HEAD_VERSION, &isnull));
+		/* a tombstone one version above: ETags taken before the delete never match again */
 		Datum		row[ES_STREAM_COLS] = {args[0], Int64GetDatum(head + 1)};
 		bool		nulls[ES_STREAM_COLS] = {false, false};
 
 		rows_update(&heads, row, nulls, ES_STREAM_COLS);
 	}
+	else if (head == 0)
+		outbox_spi_run(&plan_drop_empty_head, args, NULL, false, 0, SPI_OK_DELETE);
 	rows_close(&heads);
 	args[1] = Int64GetDatum(deleted);
 	outbox_spi_run(&plan_audit_delete, args, NULL, false, 0, SPI_OK_INSERT);

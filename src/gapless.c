@@ -37,11 +37,38 @@
  *    transaction that started just before can hold them back until it ends,
  *    no longer.  pg_upgrade and a promoted standby keep the counter, so
  *    nothing changes for them.
+ *
+ * The projector is the exception that must not delay them: its batch holds
+ * an xid while a handler runs, which may take minutes (a lock wait, a
+ * sleep), and webhook delivery must go on meanwhile.  So step 3 leaves out
+ * the xids that hold no log position, and stays gap-free by construction:
+ *
+ * 6. Once its batch has an xid, the projector publishes it in its slot
+ *    (gapless_exclude_self): "this transaction holds no position".  It has
+ *    taken none at that point.
+ * 7. Anything that takes a position (append, publish: gapless_take_xid)
+ *    first withdraws its own xid from the slot, with a full memory barrier,
+ *    and only then calls nextval.  A handler that appends or publishes thus
+ *    turns its batch back into an ordinary writer.  Withdrawal is one-way
+ *    for the transaction; the next batch publishes its new xid.
+ * 8. The reader takes its snapshot, then (after a barrier) reads the slots.
+ *    Its horizon is the oldest running xid of the snapshot (xip) that it
+ *    did not see published, or the snapshot's xmax if none.
+ *
+ * Why 8 is safe: if the reader saw xid X published, X had not withdrawn
+ * when the reader looked, which was after its snapshot; X takes any
+ * position only after withdrawing, so after that moment.  Positions come
+ * from one sequence, so X's positions are larger than every position taken
+ * before the reader's snapshot, which includes every row the reader can
+ * see: X can never add a row below them.  Seeing a stale or missing entry
+ * only makes the horizon older (safe, as before).  A snapshot taken during
+ * recovery has no xip (a standby has no projector of its own): xmin it is.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "miscadmin.h"
 #include "utils/snapmgr.h"
 
 #include "outbox.h"
@@ -69,12 +96,80 @@ gapless_horizon(void)
 	Snapshot	snap = GetActiveSnapshot();
 	FullTransactionId horizon;
 	FullTransactionId own = GetTopFullTransactionIdIfAny();
+	TransactionId oldest = snap->xmin;
 
-	horizon = gapless_widen(snap->xmin);
+	/* step 8: leave out the projectors' xids that hold no position */
+	if (outbox_shmem != NULL && !snap->takenDuringRecovery &&
+		gapless_xid_excluded(snap->xmin))
+	{
+		oldest = snap->xmax;
+		for (uint32 i = 0; i < snap->xcnt; i++)
+			if (TransactionIdPrecedes(snap->xip[i], oldest) && !gapless_xid_excluded(snap->xip[i]))
+				oldest = snap->xip[i];
+	}
+	horizon = gapless_widen(oldest);
 	/* GetSnapshotData leaves our own xid out of xmin: our rows can still roll back */
 	if (FullTransactionIdIsValid(own) && FullTransactionIdPrecedes(own, horizon))
 		horizon = own;
 	return horizon;
+}
+
+/*
+ * Is xid a projector's transaction that holds no log position (step 6)?
+ * Reads the slots after a full barrier: in gapless_horizon, after the
+ * snapshot was taken.  One entry per database; another database's
+ * projector never writes to our log, so leaving it out is harmless.
+ */
+bool
+gapless_xid_excluded(TransactionId xid)
+{
+	if (outbox_shmem == NULL || !TransactionIdIsNormal(xid))
+		return false;
+	pg_memory_barrier();
+	for (int i = 0; i < outbox_shmem->nslots; i++)
+		if (pg_atomic_read_u32(&outbox_shmem->slots[i].projector_xid) == xid)
+			return true;
+	return false;
+}
+
+/* this backend's published entry, while it holds no position (step 6) */
+static pg_atomic_uint32 *excluded_entry = NULL;
+
+/*
+ * The projector: its batch has an xid and no position; publish the xid in
+ * entry, its slot's projector_xid.
+ */
+void
+gapless_exclude_self(pg_atomic_uint32 *entry)
+{
+	TransactionId xid = GetTopTransactionIdIfAny();
+
+	if (!TransactionIdIsValid(xid))
+		return;
+	excluded_entry = entry;
+	pg_atomic_write_u32(entry, xid);
+}
+
+/* Withdraw this backend's published xid, if any: step 7, and the batch's end. */
+void
+gapless_include_self(void)
+{
+	if (excluded_entry == NULL)
+		return;
+	/* a full barrier: the withdrawal is visible before any position is taken */
+	(void) pg_atomic_exchange_u32(excluded_entry, 0);
+	excluded_entry = NULL;
+}
+
+/*
+ * Called by a writer before it takes positions (step 1, and step 7): its
+ * top-level xid exists and is not published as holding no position.
+ */
+void
+gapless_take_xid(void)
+{
+	(void) GetTopTransactionId();
+	gapless_include_self();
 }
 
 /*

@@ -32,7 +32,10 @@
  *
  * The launcher sleeps on its latch: woken by relays exiting (bgw_notify_pid),
  * by commits that need a relay, and otherwise every 60 s to notice new
- * databases.
+ * databases.  Its scan of pg_database may wait for a lock and so consume
+ * the latch: before sleeping it looks at the truth again (launcher_pending:
+ * the launcher_wanted flag, and whether a relay it started has exited).
+ * Each relay starts and restarts its database's projector (projector.c).
  *
  * The utility hook also sees ALTER EXTENSION outbox UPDATE: at its commit,
  * the database's relay (waiting while the extension is at another version
@@ -50,6 +53,7 @@
 #include "access/table.h"
 #include "access/xact.h"
 #include "catalog/pg_database.h"
+#include "commands/extension.h"
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
 #include "miscadmin.h"
@@ -350,6 +354,20 @@ launcher_step(void)
 	return sleep_ms;
 }
 
+/* Did a wake-up come while launcher_step ran (see the top)? */
+static bool
+launcher_pending(void)
+{
+	pid_t		pid;
+
+	if (pg_atomic_read_u32(&outbox_shmem->launcher_wanted) != 0 || ConfigReloadPending)
+		return true;
+	for (int i = 0; i < outbox_shmem->nslots; i++)
+		if (handles[i] != NULL && GetBackgroundWorkerPid(handles[i], &pid) == BGWH_STOPPED)
+			return true;
+	return false;
+}
+
 void
 outbox_launcher_main(Datum arg)
 {
@@ -368,11 +386,14 @@ outbox_launcher_main(Datum arg)
 
 	for (;;)
 	{
-		long		sleep_ms = launcher_step();
+		long		sleep_ms;
 
+		ResetLatch(MyLatch);
+		sleep_ms = launcher_step();
+		if (launcher_pending())
+			sleep_ms = 0;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 sleep_ms, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
@@ -385,10 +406,10 @@ outbox_launcher_main(Datum arg)
 /* ---- keeping relays out of the way of DROP DATABASE and friends ---- */
 
 /*
- * Stop the relay of a database and keep it stopped for a while: DROP
- * DATABASE, ALTER DATABASE RENAME / SET TABLESPACE and CREATE DATABASE ...
- * TEMPLATE all need the database free of other connections.  Waits (at most
- * 10 s) for the relay to exit; no lock is held while waiting.
+ * Stop the relay and the projector of a database and keep them stopped for
+ * a while: DROP DATABASE, ALTER DATABASE RENAME / SET TABLESPACE and CREATE
+ * DATABASE ... TEMPLATE all need the database free of other connections.
+ * Waits (at most 10 s) for both to exit; no lock is held while waiting.
  */
 static Oid
 launcher_hold_database(const char *dbname)
@@ -396,6 +417,7 @@ launcher_hold_database(const char *dbname)
 	Oid			dboid = get_database_oid(dbname, true);
 	RelaySlot  *slot;
 	pid_t		pid = 0;
+	pid_t		projector_pid = 0;
 
 	if (!OidIsValid(dboid) || outbox_shmem == NULL)
 		return InvalidOid;
@@ -407,18 +429,23 @@ launcher_hold_database(const char *dbname)
 	{
 		slot->hold_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), DROP_HOLD_MS);
 		pid = slot->pid;
+		projector_pid = slot->projector.pid;
 	}
 	LWLockRelease(outbox_shmem->lock);
-	if (pid == 0)
+	if (pid == 0 && projector_pid == 0)
 		return dboid;
 
-	kill(pid, SIGTERM);
+	/* the projector may be waiting in a handler: SIGTERM ends that too */
+	if (pid != 0)
+		kill(pid, SIGTERM);
+	if (projector_pid != 0)
+		kill(projector_pid, SIGTERM);
 	for (int i = 0; i < 1000; i++)
 	{
 		bool		gone;
 
 		LWLockAcquire(outbox_shmem->lock, LW_SHARED);
-		gone = slot->dboid != dboid || slot->pid == 0;
+		gone = slot->dboid != dboid || (slot->pid == 0 && slot->projector.pid == 0);
 		LWLockRelease(outbox_shmem->lock);
 		if (gone)
 			return dboid;
@@ -430,22 +457,68 @@ launcher_hold_database(const char *dbname)
 	return dboid;
 }
 
-/* After the command: let the launcher restart the relay if the database lives on. */
+/*
+ * DROP EXTENSION outbox: a projector batch waiting in a handler (for a lock,
+ * in a sleep) would hold the drop up as long.  Stop the projector and keep
+ * the relay from restarting it until the command ends; not waited for (the
+ * drop waits for its locks like any DDL).  The relay exits by itself once
+ * the drop commits.
+ */
+static Oid
+launcher_hold_projector(Node *stmt)
+{
+	DropStmt   *drop = (DropStmt *) stmt;
+	Oid			extoid;
+	RelaySlot  *slot;
+	pid_t		pid = 0;
+	ListCell   *lc;
+
+	if (!IsA(stmt, DropStmt) || drop->removeType != OBJECT_EXTENSION || outbox_shmem == NULL)
+		return InvalidOid;
+	foreach(lc, drop->objects)
+		if (strcmp(strVal(lfirst(lc)), "outbox") == 0)
+			break;
+	extoid = get_extension_oid("outbox", true);
+	/* only for a command that may succeed */
+	if (lc == NULL || !OidIsValid(extoid) || !pg_extension_ownercheck(extoid, GetUserId()))
+		return InvalidOid;
+	LWLockAcquire(outbox_shmem->lock, LW_EXCLUSIVE);
+	if ((slot = shmem_find_slot(MyDatabaseId)) != NULL)
+	{
+		slot->hold_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), DROP_HOLD_MS);
+		pid = slot->projector.pid;
+	}
+	LWLockRelease(outbox_shmem->lock);
+	if (pid != 0)
+		kill(pid, SIGTERM);
+	return slot ? MyDatabaseId : InvalidOid;
+}
+
+/*
+ * After the command: let the launcher restart the relay, and the relay its
+ * projector, if the database (and the extension) live on.
+ */
 static void
 launcher_release_database(Oid dboid)
 {
 	RelaySlot  *slot;
 	Latch	   *latch = NULL;
+	Latch	   *relay_latch = NULL;
 
 	if (outbox_shmem == NULL || !OidIsValid(dboid))
 		return;
 	LWLockAcquire(outbox_shmem->lock, LW_EXCLUSIVE);
 	if ((slot = shmem_find_slot(dboid)) != NULL)
+	{
 		slot->hold_until = 0;
+		relay_latch = slot->latch;
+	}
 	latch = outbox_shmem->launcher_latch;
 	LWLockRelease(outbox_shmem->lock);
 	if (latch)
 		SetLatch(latch);
+	if (relay_latch)
+		SetLatch(relay_latch);
 }
 
 /* The database a utility statement needs free of connections, if any. */
@@ -495,6 +568,8 @@ launcher_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOn
 
 	if (dbname)
 		held = launcher_hold_database(dbname);
+	else
+		held = launcher_hold_projector(pstmt->utilityStmt);
 	PG_TRY();
 	{
 		if (prev_ProcessUtility)

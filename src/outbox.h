@@ -120,6 +120,29 @@ typedef struct ProjectionProgress
 	pg_atomic_uint64 live_applied;	/* handler calls, rolled-back appends included */
 } ProjectionProgress;
 
+/* The async projector of a database (projector.c), in its slot. */
+typedef enum ProjectorState
+{
+	PROJECTOR_NONE = 0,			/* none: the database has no async projection */
+	PROJECTOR_STARTING,			/* registered by the relay */
+	PROJECTOR_RUNNING,			/* attached and applying */
+	PROJECTOR_BACKOFF			/* exited with an error; restarts after next_start_at */
+} ProjectorState;
+
+typedef struct ProjectorInfo
+{
+	/* protected by OutboxShmem->lock */
+	pid_t		pid;			/* the running projector, 0 if none */
+	Latch	   *latch;			/* its latch */
+	ProjectorState state;
+	TimestampTz started_at;
+	TimestampTz last_activity_at;
+	int			failures;		/* consecutive error exits (the relay's backoff) */
+	TimestampTz next_start_at;	/* the relay: not before */
+	uint64		loops;			/* turns of the projector loop */
+	TimestampTz horizon_blocked_since;	/* a running transaction holds reading back */
+} ProjectorInfo;
+
 typedef struct RelaySlot
 {
 	/* protected by OutboxShmem->lock */
@@ -141,7 +164,11 @@ typedef struct RelaySlot
 	pg_atomic_uint32 start_wanted;	/* CREATE EXTENSION wants a relay started */
 	pg_atomic_uint64 config_generation; /* bumped by every endpoint change */
 	pg_atomic_uint32 events_pending;	/* a commit appended events for async projections */
+	pg_atomic_uint32 projector_xid; /* the projector's xid while it holds no log
+									 * position (gapless.c); 0: none */
+	pg_atomic_uint64 progress_count;	/* bumped before each progress_cv broadcast */
 	ConditionVariable progress_cv;	/* broadcast when a projection's checkpoint moves */
+	ProjectorInfo projector;	/* protected by OutboxShmem->lock */
 } RelaySlot;
 
 typedef struct OutboxShmem
@@ -289,13 +316,16 @@ extern void projection_leave(int nest);
 extern int	projection_read(int64 after, int limit, bool gapless, ProjectionEvent **out,
 							bool *held_back);
 
-/* projector.c: async projections, in the relay */
-extern long projector_run(bool woken);
-extern bool projector_held_back(void);
+/* projector.c: the async projector worker, and the relay's side of it */
+extern long projector_supervise(void);
+extern bool projector_needs_relay(void);
+extern void projector_stop(void);
 
-/* relay.c */
+/* relay.c, also used by the projector */
 extern void relay_xact_begin(const char *activity);
 extern void relay_xact_end(void);
+extern bool relay_turn_begin(MemoryContext loop_cxt);
+extern bool relay_extension_current(void);
 
 /* launcher.c */
 extern void launcher_register(void);
@@ -406,7 +436,11 @@ extern int64 etag_version(const char *stream, const char *etag);
 
 /* gapless.c: the reading horizon of the gap-free logs */
 extern FullTransactionId gapless_horizon(void);
+extern void gapless_take_xid(void);
 extern bool gapless_holds_back(FullTransactionId xmark, FullTransactionId horizon);
 extern FullTransactionId gapless_mark(void);
+extern bool gapless_xid_excluded(TransactionId xid);
+extern void gapless_exclude_self(pg_atomic_uint32 *entry);
+extern void gapless_include_self(void);
 
 #endif							/* OUTBOX_H */

@@ -3,7 +3,7 @@
  *		Applying events to projections: a projection's definition, calling
  *		its handler, the inline path inside outbox.append, and the replay of
  *		rebuild_projection and resume_projection.  (projector.c is the
- *		relay's async side.)
+ *		async side, the projector worker.)
  *
  * A handler gets one outbox.events row.  It runs as the projection's run_as
  * role (its creator), as a restricted operation with a fixed search_path
@@ -74,7 +74,7 @@ static OutboxPlan plan_create = {
 static MemoryContext cache_cxt = NULL;
 static List *inline_cache = NIL;
 static bool cache_valid = false;
-static bool cache_has_async = false;	/* appends must wake the relay */
+static bool cache_has_async = false;	/* appends must wake the projector */
 static Oid	cache_relid = InvalidOid;	/* outbox._projections, for the callback */
 static bool callback_registered = false;
 
@@ -518,7 +518,7 @@ inline_projections(void)
  * Called by outbox.append after it inserted events versions first_version ..
  * first_version + n - 1 of stream, holding its lock on outbox._events: call
  * every matching inline handler, event by event in version order, and ask
- * for the relay at commit if async projections wait for events.  An error
+ * for the projector at commit if async projections wait for events.  An error
  * aborts the append.
  */
 void

@@ -1,14 +1,33 @@
 /*-------------------------------------------------------------------------
  * projector.c
- *		Async projections, applied by the database's relay worker, and
+ *		Async projections: the "outbox projector" worker that applies them,
+ *		the relay's side of it (starting and restarting it), and
  *		outbox.wait_for_projection, which waits for them.
  *
+ * Each database with async projections has one projector, a dynamic
+ * background worker registered by its relay (bgw_notify_pid = the relay,
+ * BGW_NEVER_RESTART).  A handler may sleep or wait for a lock for minutes:
+ * in a process of its own it holds up neither webhook delivery nor, thanks
+ * to gapless.c's steps 5-7, the gap-free readers.
+ *
+ *   projector state (slot->projector):
+ *     NONE --relay: async projections exist--> STARTING --attach--> RUNNING
+ *     RUNNING --no async projection left, or no extension--> NONE (exits)
+ *     STARTING/RUNNING --error exit--> BACKOFF --next_start_at--> STARTING
+ * The relay starts a projector when it starts itself and, while none runs,
+ * when the events flag is set (an append for async projections, or a
+ * projection change, committed) and async projections exist.  It restarts
+ * one that exited with an error after 1 s, doubling to 60 s.  The projector
+ * exits with its relay (projector_stop), on DROP EXTENSION (the generation
+ * changes), and before DROP DATABASE (launcher.c signals both).
+ *
  * One batch is one transaction: lock the projection's row (SKIP LOCKED: an
- * admin changing it goes first), read up to batch_size events after its
- * checkpoint from the gap-free log (gapless.c), call the handler for the
- * matching ones in position order, and move the checkpoint, all in that
- * transaction.  Whenever the relay is killed, every event has been applied
- * exactly once or not at all.
+ * admin changing it goes first), publish the batch's xid as holding no log
+ * position (gapless.c), read up to batch_size events after its checkpoint
+ * from the gap-free log, call the handler for the matching ones in position
+ * order, and move the checkpoint, all in that transaction.  Whenever the
+ * projector is killed, every event has been applied exactly once or not at
+ * all.
  *
  * A handler error rolls the batch back.  If an event other than the first
  * failed, the events before it are applied again at once as a shorter batch;
@@ -18,22 +37,31 @@
  * and after max_attempts the projection stops there in state 'failed':
  * events are never skipped.  resume_projection tries again.
  *
- * The relay runs at most one batch per projection per turn of its loop, and
- * a batch ends early (committing what it applied) once its handlers have
- * taken BATCH_MAX_MS, so webhook delivery goes on between batches; a full
- * or shortened batch asks for another turn at once.  Commits that append events for async projections set the
- * slot's events flag (shmem.c); a read held back by a running transaction
- * is tried again shortly, as delivery does.  After each commit the new
- * checkpoint is published in shared memory and progress_cv broadcast.
+ * The projector runs at most one batch per projection per turn of its loop,
+ * and a batch ends early (committing what it applied) once its handlers have
+ * taken BATCH_MAX_MS, so that projections share the worker fairly; a full or
+ * shortened batch asks for another turn at once.  Its loop follows shmem.c's
+ * wake-up protocol: a handler's waits consume the latch, the events flag is
+ * the truth.  A read held back by a running transaction is tried again
+ * shortly, as delivery does.  After each commit, progress_count is bumped
+ * and progress_cv broadcast.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include <signal.h>
+
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "commands/extension.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
 #include "storage/condition_variable.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -45,16 +73,23 @@
 
 PG_FUNCTION_INFO_V1(outbox_wait_for_projection);
 
+PGDLLEXPORT void outbox_projector_main(Datum arg);
+
 #define HELD_BACK_MIN_MS	5
 #define HELD_BACK_MAX_MS	100
 #define WAIT_SLICE_MS		1000	/* wait_for_projection re-reads the table this often */
 /* a longer timeout waits this long (100 years: forever, without overflowing a timestamp) */
 #define WAIT_MAX_MS			(INT64CONST(100) * 365 * 24 * 3600 * 1000)
 #define BATCH_MAX_MS		50		/* a batch ends early after this much handler time */
+#define RESTART_BACKOFF_MAX_MS	60000
 
 static OutboxPlan plan_list = {
-	"SELECT id, mode = 'async' AND state IN ('running', 'rebuilding'), retry_at"
+	"SELECT id, mode = 'async' AND state IN ('running', 'rebuilding'), retry_at, mode = 'async'"
 	" FROM outbox._projections ORDER BY id",
+	0, {0}
+};
+static OutboxPlan plan_any_async = {
+	"SELECT FROM outbox._projections WHERE mode = 'async' LIMIT 1",
 	0, {0}
 };
 static OutboxPlan plan_lock = {
@@ -95,6 +130,11 @@ static OutboxPlan plan_event_position = {
 	2, {TEXTOID, INT8OID}
 };
 
+static RelaySlot *my_slot = NULL;	/* the projector's; the relay's in the relay */
+static BackgroundWorkerHandle *handle = NULL;	/* relay: its projector */
+static bool checked_once = false;	/* relay: looked for async projections at start */
+static bool start_later = false;	/* relay: backing off, or the database is held */
+static bool have_async = true;	/* projector: the last listing found async projections */
 static TimestampTz next_due = 0;	/* a retry or a held-back read is due; 0: none */
 static bool more = false;		/* a batch was full: go on at once */
 static bool held_back = false;	/* the last reads were held back */
@@ -130,6 +170,7 @@ projector_due(TimestampTz now)
 	outbox_spi_begin(&spi);
 	n = outbox_spi_run(&plan_list, NULL, NULL, true, 0, SPI_OK_SELECT);
 	ids = MemoryContextAlloc(cxt, sizeof(int) * Max(n, 1));
+	have_async = false;
 	for (uint64 i = 0; i < n; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
@@ -139,6 +180,8 @@ projector_due(TimestampTz now)
 		Datum		retry = SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull);
 
 		ids[i] = id;
+		if (DatumGetBool(SPI_getbinval(tup, SPI_tuptable->tupdesc, 4, &isnull)))
+			have_async = true;
 		if (!active)
 			continue;
 		if (isnull || DatumGetTimestampTz(retry) <= now)
@@ -234,6 +277,8 @@ projector_batch(int id, int limit)
 		if (outbox_spi_run(&plan_lock, &arg, NULL, false, 0, SPI_OK_SELECT) == 1)
 			p = projection_from_spi(SPI_tuptable->vals[0], cxt);
 		outbox_spi_end(&spi);
+		/* the row lock gave us an xid, and we hold no log position (gapless.c) */
+		gapless_exclude_self(&my_slot->projector_xid);
 		/* locked by an admin (or just paused): look again shortly, it may roll back */
 		if (p == NULL)
 			due_at(TimestampTzPlusMilliseconds(GetCurrentTimestamp(), HELD_BACK_MAX_MS));
@@ -293,6 +338,7 @@ projector_batch(int id, int limit)
 			}
 		}
 		relay_xact_end();
+		gapless_include_self();
 	}
 	PG_CATCH();
 	{
@@ -303,6 +349,7 @@ projector_batch(int id, int limit)
 		edata = CopyErrorData();
 		FlushErrorState();
 		AbortCurrentTransaction();
+		gapless_include_self();
 		MemoryContextSwitchTo(cxt);
 		pgstat_report_activity(STATE_IDLE, NULL);
 		failed_name = name ? pstrdup(name) : NULL;
@@ -321,11 +368,11 @@ projector_batch(int id, int limit)
 }
 
 /*
- * Called on every turn of the relay's loop; woken: a commit appended events
- * for async projections, or changed a projection.  Returns how long the
- * relay may sleep as far as projections go (-1: until woken, 0: not at all).
+ * Called on every turn of the projector's loop; woken: a commit appended
+ * events for async projections, or changed a projection.  Returns how long
+ * it may sleep (-1: until woken, 0: not at all).
  */
-long
+static long
 projector_run(bool woken)
 {
 	TimestampTz now = GetCurrentTimestamp();
@@ -364,11 +411,270 @@ projector_run(bool woken)
 	return next_due == 0 ? -1 : Max(0, TimestampDifferenceMilliseconds(GetCurrentTimestamp(), next_due));
 }
 
-/* Is a running transaction holding an async projection back? */
-bool
-projector_held_back(void)
+/* ---- the projector worker ---- */
+
+/* before_shmem_exit: leave the slot, whatever the reason for exiting */
+static void
+projector_detach(int code, Datum arg)
 {
-	return held_back;
+	gapless_include_self();
+	LWLockAcquire(outbox_shmem->lock, LW_EXCLUSIVE);
+	if (my_slot->projector.pid == MyProcPid)
+	{
+		my_slot->projector.pid = 0;
+		my_slot->projector.latch = NULL;
+	}
+	LWLockRelease(outbox_shmem->lock);
+}
+
+/* Exit cleanly: nothing for a projector to do here (state NONE). */
+static void
+projector_exit_idle(void)
+{
+	LWLockAcquire(outbox_shmem->lock, LW_EXCLUSIVE);
+	my_slot->projector.state = PROJECTOR_NONE;
+	my_slot->projector.horizon_blocked_since = 0;
+	LWLockRelease(outbox_shmem->lock);
+	proc_exit(0);
+}
+
+/*
+ * Publish a turn's figures, for outbox.stat_workers.  A turn completed: the
+ * relay's backoff starts over.
+ */
+static void
+projector_report(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	LWLockAcquire(outbox_shmem->lock, LW_EXCLUSIVE);
+	my_slot->projector.failures = 0;
+	my_slot->projector.loops++;
+	my_slot->projector.last_activity_at = now;
+	if (!held_back)
+		my_slot->projector.horizon_blocked_since = 0;
+	else if (my_slot->projector.horizon_blocked_since == 0)
+		my_slot->projector.horizon_blocked_since = now;
+	LWLockRelease(outbox_shmem->lock);
+}
+
+void
+outbox_projector_main(Datum arg)
+{
+	Oid			dboid;
+	uint64		loaded_generation;
+	MemoryContext loop_cxt;
+	bool		first = true;
+
+	pqsignal(SIGTERM, die);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	BackgroundWorkerUnblockSignals();
+
+	my_slot = &outbox_shmem->slots[DatumGetInt32(arg)];
+	LWLockAcquire(outbox_shmem->lock, LW_EXCLUSIVE);
+	/* one projector per database; none while DROP DATABASE and friends run */
+	if ((my_slot->projector.pid != 0 && kill(my_slot->projector.pid, 0) == 0) ||
+		GetCurrentTimestamp() < my_slot->hold_until || !OidIsValid(my_slot->dboid))
+	{
+		LWLockRelease(outbox_shmem->lock);
+		proc_exit(0);
+	}
+	dboid = my_slot->dboid;
+	my_slot->projector.pid = MyProcPid;
+	my_slot->projector.latch = MyLatch;
+	my_slot->projector.state = PROJECTOR_RUNNING;
+	my_slot->projector.started_at = my_slot->projector.last_activity_at = GetCurrentTimestamp();
+	LWLockRelease(outbox_shmem->lock);
+	before_shmem_exit(projector_detach, (Datum) 0);
+
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	pgstat_report_appname("outbox projector");
+	loop_cxt = AllocSetContextCreate(TopMemoryContext, "outbox projector loop", ALLOCSET_DEFAULT_SIZES);
+	loaded_generation = pg_atomic_read_u64(&my_slot->config_generation);
+	if (!relay_extension_current())
+		projector_exit_idle();
+	for (;;)
+	{
+		bool		woken;
+		long		timeout;
+		int			rc;
+
+		/* shmem.c's protocol: reset, read the flags, work, re-read, sleep */
+		(void) relay_turn_begin(loop_cxt);
+		/* DROP EXTENSION bumps the generation; the relay exits too */
+		if (pg_atomic_read_u64(&my_slot->config_generation) != loaded_generation)
+		{
+			loaded_generation = pg_atomic_read_u64(&my_slot->config_generation);
+			if (!relay_extension_current())
+				projector_exit_idle();
+		}
+		woken = pg_atomic_exchange_u32(&my_slot->events_pending, 0) != 0;
+		timeout = projector_run(woken || first);
+		first = false;
+		if (!have_async)
+			projector_exit_idle();	/* the relay starts another when one is created */
+		projector_report();
+
+		/* a handler's waits may have consumed the latch: the flags say */
+		if (pg_atomic_read_u32(&my_slot->events_pending) != 0 ||
+			pg_atomic_read_u64(&my_slot->config_generation) != loaded_generation ||
+			ConfigReloadPending || InterruptPending)
+			timeout = 0;
+		rc = WL_LATCH_SET | WL_EXIT_ON_PM_DEATH | (timeout >= 0 ? WL_TIMEOUT : 0);
+		(void) WaitLatch(MyLatch, rc, timeout, PG_WAIT_EXTENSION);
+	}
+}
+
+/* ---- the relay's side: starting and restarting the projector ---- */
+
+/* Does the database have async projections (any state)?  A short transaction. */
+static bool
+projector_wanted(void)
+{
+	OutboxSpi	spi = OUTBOX_SPI_INIT;
+	bool		any;
+
+	relay_xact_begin("outbox: looking for async projections");
+	outbox_spi_begin(&spi);
+	any = outbox_spi_run(&plan_any_async, NULL, NULL, true, 1, SPI_OK_SELECT) > 0;
+	outbox_spi_end(&spi);
+	relay_xact_end();
+	return any;
+}
+
+/* After an error exit or a failed start: try again after 1 s, doubling to 60 s. */
+static void
+projector_back_off(RelaySlot *slot, TimestampTz now)
+{
+	slot->projector.failures++;
+	slot->projector.state = PROJECTOR_BACKOFF;
+	slot->projector.next_start_at = TimestampTzPlusMilliseconds(now,
+		Min(RESTART_BACKOFF_MAX_MS, 1000L << Min(slot->projector.failures - 1, 6)));
+}
+
+/* Register the projector of the relay's slot.  Caller holds the lock. */
+static void
+projector_start(RelaySlot *slot, TimestampTz now)
+{
+	BackgroundWorker bgw = {0};
+	MemoryContext old;
+	bool		ok;
+
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = BGW_NEVER_RESTART;
+	bgw.bgw_notify_pid = MyProcPid;
+	bgw.bgw_main_arg = Int32GetDatum(slot - outbox_shmem->slots);
+	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "outbox");
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "outbox_projector_main");
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "outbox projector for database %u", slot->dboid);
+	snprintf(bgw.bgw_type, BGW_MAXLEN, "outbox projector");
+
+	old = MemoryContextSwitchTo(TopMemoryContext);	/* the handle outlives the turn */
+	ok = RegisterDynamicBackgroundWorker(&bgw, &handle);
+	MemoryContextSwitchTo(old);
+	slot->projector.started_at = now;
+	if (ok)
+	{
+		slot->projector.state = PROJECTOR_STARTING;
+		return;
+	}
+	handle = NULL;
+	ereport(WARNING,
+			(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+			 errmsg("outbox: no background worker slot for the projector of database %u", slot->dboid),
+			 errhint("Raise max_worker_processes.")));
+	projector_back_off(slot, now);
+}
+
+/* Is the relay's projector registered and not yet exited? */
+static bool
+projector_alive(void)
+{
+	pid_t		pid;
+
+	return handle != NULL && GetBackgroundWorkerPid(handle, &pid) != BGWH_STOPPED;
+}
+
+/*
+ * Called by the relay on every turn, just before it sleeps: notice a
+ * projector that exited (bgw_notify_pid wakes the relay), and start one if
+ * it should run.  Returns how long the relay may sleep as far as the
+ * projector goes (-1: until woken).
+ */
+long
+projector_supervise(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz not_before;
+	bool		look;
+
+	if (my_slot == NULL)
+	{
+		LWLockAcquire(outbox_shmem->lock, LW_SHARED);
+		my_slot = shmem_find_slot(MyDatabaseId);
+		LWLockRelease(outbox_shmem->lock);
+		if (my_slot == NULL)
+			return -1;
+	}
+	if (projector_alive())
+		return -1;
+
+	LWLockAcquire(outbox_shmem->lock, LW_EXCLUSIVE);
+	if (handle != NULL)
+	{
+		/* it exited: cleanly it said so (state NONE), otherwise back off */
+		pfree(handle);
+		handle = NULL;
+		if (my_slot->projector.state == PROJECTOR_STARTING ||
+			my_slot->projector.state == PROJECTOR_RUNNING)
+			projector_back_off(my_slot, now);
+	}
+	/* backing off, or DROP DATABASE and friends hold the database */
+	not_before = Max(my_slot->hold_until,
+					 my_slot->projector.state == PROJECTOR_BACKOFF ? my_slot->projector.next_start_at : 0);
+	LWLockRelease(outbox_shmem->lock);
+	start_later = now < not_before;
+	if (start_later)
+		return TimestampDifferenceMilliseconds(now, not_before) + 1;
+
+	/* the events flag is the projector's; none runs, so the relay reads it */
+	look = !checked_once || my_slot->projector.state == PROJECTOR_BACKOFF;
+	look |= pg_atomic_exchange_u32(&my_slot->events_pending, 0) != 0;
+	checked_once = true;
+	if (!look)
+		return -1;
+	look = projector_wanted();
+	LWLockAcquire(outbox_shmem->lock, LW_EXCLUSIVE);
+	if (look)
+		projector_start(my_slot, now);
+	else
+		my_slot->projector.state = PROJECTOR_NONE;
+	not_before = my_slot->projector.state == PROJECTOR_BACKOFF ? my_slot->projector.next_start_at : 0;
+	LWLockRelease(outbox_shmem->lock);
+	/* a new projector reads everything at start: flags set meanwhile are its own */
+	start_later = not_before != 0;
+	return start_later ? TimestampDifferenceMilliseconds(now, not_before) + 1 : -1;
+}
+
+/*
+ * Must the relay look again before it sleeps?  When no projector runs and
+ * the events flag is set: a wait inside the turn (projector_wanted's query
+ * included) may have consumed the latch that said so.
+ */
+bool
+projector_needs_relay(void)
+{
+	return my_slot != NULL && handle == NULL && !start_later &&
+		pg_atomic_read_u32(&my_slot->events_pending) != 0;
+}
+
+/* The relay exits: so does its projector. */
+void
+projector_stop(void)
+{
+	if (handle != NULL)
+		TerminateBackgroundWorker(handle);
 }
 
 /* ---- outbox.wait_for_projection ---- */
@@ -449,10 +755,12 @@ wait_timeout_ms(Interval *timeout)
  *							  timeout interval) returns boolean
  *
  * Read-your-writes: reads the projection's committed checkpoint with a
- * fresh snapshot, and sleeps on the slot's
- * progress_cv, which the relay broadcasts after each batch it commits, or
- * WAIT_SLICE_MS at most (an admin's changes do not broadcast).  The table,
- * not shared memory, is the truth: a rebuild moves the checkpoint back.
+ * fresh snapshot, and sleeps on the slot's progress_cv, which the projector
+ * broadcasts after each batch it commits, or WAIT_SLICE_MS at most (an
+ * admin's changes do not broadcast).  The table, not shared memory, is the
+ * truth: a rebuild moves the checkpoint back.  The check may itself wait
+ * on the latch (a lock), consuming a broadcast's wake-up: progress_count,
+ * read before the check and again before sleeping, says whether one came.
  */
 Datum
 outbox_wait_for_projection(PG_FUNCTION_ARGS)
@@ -466,6 +774,7 @@ outbox_wait_for_projection(PG_FUNCTION_ARGS)
 	TimestampTz deadline;
 	WaitTarget	target = {0};
 	ConditionVariable *cv;
+	pg_atomic_uint64 *progress = NULL;
 	bool		reached;
 
 	if (PG_ARGISNULL(2) || PG_ARGISNULL(3))
@@ -506,7 +815,7 @@ outbox_wait_for_projection(PG_FUNCTION_ARGS)
 				SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 			FullTransactionId own = GetTopFullTransactionIdIfAny();
 
-			/* the relay's gap-free reading cannot pass us (its horizon is <= own) */
+			/* the projector's gap-free reading cannot pass us (its horizon is <= own) */
 			if (FullTransactionIdIsValid(own) && gapless_holds_back(xmark, own))
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
@@ -533,7 +842,10 @@ outbox_wait_for_projection(PG_FUNCTION_ARGS)
 		LWLockAcquire(outbox_shmem->lock, LW_SHARED);
 		slot = shmem_find_slot(MyDatabaseId);
 		if (slot != NULL)
+		{
 			cv = &slot->progress_cv;	/* slots never move */
+			progress = &slot->progress_count;
+		}
 		LWLockRelease(outbox_shmem->lock);
 	}
 
@@ -545,6 +857,7 @@ outbox_wait_for_projection(PG_FUNCTION_ARGS)
 	for (;;)
 	{
 		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		uint64		seen = progress ? pg_atomic_read_u64(progress) : 0;
 
 		if (wait_reached_in_table(name, name_arg, &target))
 		{
@@ -553,6 +866,8 @@ outbox_wait_for_projection(PG_FUNCTION_ARGS)
 		}
 		if (left <= 0)
 			break;
+		if (progress && pg_atomic_read_u64(progress) != seen)
+			continue;			/* a batch committed during the check: look again */
 		if (cv)
 			(void) ConditionVariableTimedSleep(cv, Min(left, WAIT_SLICE_MS), PG_WAIT_EXTENSION);
 		else

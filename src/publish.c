@@ -84,7 +84,7 @@ outbox_publish(PG_FUNCTION_ARGS)
 	outbox_check_headers("headers", headers, true);
 
 	/* gapless.c: the top-level xid must exist before the id is taken */
-	(void) GetTopTransactionId();
+	gapless_take_xid();
 	id = nextval_internal(outbox_relid("_messages_id_seq"), false);
 	row[0] = Int64GetDatum(id);
 	row[1] = CStringGetTextDatum(topic);

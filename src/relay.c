@@ -11,6 +11,7 @@
  * NEEDS_UPDATE, one WARNING) until ALTER EXTENSION outbox UPDATE.
  *
  * The loop (delivery.c does the work, http.c the waiting):
+ *   reset the latch, handle interrupts and SIGHUP
  *   reload endpoints if their generation changed   (short transaction)
  *   read new messages for endpoints with room      (short transaction)
  *   save progress, grouped: when nothing is in flight, when unsaved results
@@ -19,14 +20,24 @@
  *     payloads; their I/O starts in the wait)
  *   save again if about to sleep with progress unsaved
  *   delete expired messages and inbox rows, when due (short transaction)
- *   one batch of each async projection with work   (a transaction each,
- *     projector.c)
- *   wait: latch, postmaster death, sockets, or the next scheduled retry
+ *   start or restart the database's projector if it should run (projector.c)
+ *   wait: latch, postmaster death, sockets, or the next scheduled retry,
+ *     but not at all if a wake flag is set (see below)
  *   collect finished requests                      (no transaction)
  * With nothing in flight and nothing scheduled, the wait lasts until the
  * next retention pass (retention.c: once per outbox.retention at most, or a
  * minute while old messages wait for a consumer), so an idle relay uses no
- * CPU; commits that publish or change endpoints set its latch (shmem.c).
+ * CPU; commits that publish or change endpoints set its flag and latch
+ * (shmem.c).
+ *
+ * Any of the short transactions may wait on the latch, and so consume a
+ * wake-up: a lock wait, or a commit waiting for a synchronous standby
+ * (SyncRepWaitForLSN).  The flags in the slot are the truth: the latch is
+ * reset at the top of the loop, before they are read, and the wait is 0 ms
+ * when one is set again by the time the relay would sleep (relay_pending).
+ *
+ * Async projections run in a worker of their own (projector.c), so that a
+ * handler that sleeps or waits for a lock never holds delivery up.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -58,6 +69,7 @@ static uint64 loaded_generation = PG_UINT64_MAX;
 static void
 relay_detach(int code, Datum arg)
 {
+	projector_stop();			/* the projector goes with its relay */
 	LWLockAcquire(outbox_shmem->lock, LW_EXCLUSIVE);
 	my_slot->pid = 0;
 	my_slot->latch = NULL;
@@ -139,6 +151,37 @@ sooner(long a, long b)
 }
 
 /*
+ * Is there work that a wait inside this turn may have hidden from the latch?
+ * Checked just before sleeping (see the top).
+ */
+static bool
+relay_pending(void)
+{
+	return pg_atomic_read_u32(&my_slot->wake_pending) != 0 ||
+		pg_atomic_read_u64(&my_slot->config_generation) != loaded_generation ||
+		projector_needs_relay() || ConfigReloadPending || InterruptPending;
+}
+
+/*
+ * The top of a worker's loop (the relay's and the projector's): free the
+ * last turn's memory, reset the latch before any flag is read (shmem.c),
+ * handle interrupts and SIGHUP.  Returns true if the settings were reloaded.
+ */
+bool
+relay_turn_begin(MemoryContext loop_cxt)
+{
+	MemoryContextSwitchTo(loop_cxt);
+	MemoryContextReset(loop_cxt);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+	if (!ConfigReloadPending)
+		return false;
+	ConfigReloadPending = false;
+	ProcessConfigFile(PGC_SIGHUP);
+	return true;
+}
+
+/*
  * The version of the extension installed in our database, or NULL if there
  * is none; with the database's name, for messages.  Runs a short
  * transaction; the strings are in the caller's memory context.
@@ -159,6 +202,19 @@ relay_extension_version(char **dbname)
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(cxt);
 	return version;
+}
+
+/*
+ * Is the extension installed in our database, at this library's version?
+ * The projector runs only then (the relay waits, relay_wait_for_update).
+ */
+bool
+relay_extension_current(void)
+{
+	char	   *dbname;
+	char	   *version = relay_extension_version(&dbname);
+
+	return version != NULL && strcmp(version, OUTBOX_VERSION) == 0;
 }
 
 /*
@@ -235,15 +291,14 @@ outbox_relay_main(Datum arg)
 
 	for (;;)
 	{
-		uint64		generation = pg_atomic_read_u64(&my_slot->config_generation);
+		uint64		generation;
 		bool		woken;
-		bool		events = false;
 		HttpResult	result;
+		long		timeout;
 
-		/* everything allocated for one turn of the loop goes with it */
-		MemoryContextSwitchTo(loop_cxt);
-		MemoryContextReset(loop_cxt);
-
+		if (relay_turn_begin(loop_cxt))
+			retention_changed();
+		generation = pg_atomic_read_u64(&my_slot->config_generation);
 		if (generation != loaded_generation)
 		{
 			char	   *dbname;
@@ -262,11 +317,9 @@ outbox_relay_main(Datum arg)
 			}
 			delivery_reload();
 			loaded_generation = generation;
-			events = true;		/* (re)started: look at the projections too */
 			relay_set_state(RELAY_RUNNING);
 		}
 		woken = pg_atomic_exchange_u32(&my_slot->wake_pending, 0) != 0;
-		events |= pg_atomic_exchange_u32(&my_slot->events_pending, 0) != 0;
 		delivery_fetch(woken);
 		/*
 		 * Saving is grouped (delivery_should_persist).  Save before sending:
@@ -281,27 +334,17 @@ outbox_relay_main(Datum arg)
 			delivery_persist();
 
 		Assert(!IsTransactionState());
-		{
-			long		timeout = delivery_next_timeout();
-
-			timeout = sooner(timeout, retention_expire());
-			/* async projections: at most one batch each per turn */
-			timeout = sooner(timeout, projector_run(events));
-			http_wait(timeout);
-		}
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-			retention_changed();
-		}
+		timeout = sooner(delivery_next_timeout(), retention_expire());
+		timeout = sooner(timeout, projector_supervise());
+		/* any of the above may have consumed a wake-up: the flags say */
+		if (relay_pending())
+			timeout = 0;
+		http_wait(timeout);
 		while (http_next_result(&result))
 		{
 			delivery_complete(&result);
 			my_slot->requests++;	/* only this process writes it */
 		}
-		delivery_report(my_slot, delivery_horizon_blocked() || projector_held_back());
+		delivery_report(my_slot, delivery_horizon_blocked());
 	}
 }

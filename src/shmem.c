@@ -10,13 +10,27 @@
  *
  * Wakeups: a commit that published a message or changed an endpoint sets
  * the database's wake flag, one that appended events for async projections
- * its events flag, and, if the flag was clear, the relay's latch (coalesced
- * as pg_net does); if no relay runs for the database, a configuration change
- * sets the launcher's latch instead, with the database in the launcher's
- * request list if it has no slot (CREATE EXTENSION in a database the
- * launcher had found without the extension).  Rolled-back transactions wake
- * nobody.  The relay broadcasts progress_cv after each projection batch it commits;
- * outbox.wait_for_projection sleeps on it.
+ * (or changed a projection) its events flag, and, if the flag was clear,
+ * sets the latch of the process that consumes it: the relay for the wake
+ * flag, the projector for the events flag (the relay when no projector
+ * runs: it starts one).  If no relay runs for the database, a configuration
+ * change sets the launcher's latch instead, with the database in the
+ * launcher's request list if it has no slot (CREATE EXTENSION in a database
+ * the launcher had found without the extension).  Rolled-back transactions
+ * wake nobody.
+ *
+ * The flags, not the latches, are the truth.  A latch only interrupts a
+ * sleep, and any wait inside a worker's loop (a lock, a handler's
+ * pg_sleep, a synchronous-replication commit) may consume it.  So setting
+ * the latch only when a flag goes 0 -> 1 is safe because every consumer
+ * follows one protocol: ResetLatch at the top of its loop, then exchange
+ * its flags to 0 and work, and just before sleeping read the flags again
+ * and sleep 0 ms if one is set.  A flag set after that last read sets a
+ * latch that nothing can consume before the sleep.
+ *
+ * The projector bumps progress_count and broadcasts progress_cv after each
+ * batch it commits; outbox.wait_for_projection sleeps on it, and re-reads
+ * the counter before sleeping for the same reason.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -105,6 +119,8 @@ shmem_startup(void)
 			pg_atomic_init_u32(&outbox_shmem->slots[i].start_wanted, 0);
 			pg_atomic_init_u64(&outbox_shmem->slots[i].config_generation, 0);
 			pg_atomic_init_u32(&outbox_shmem->slots[i].events_pending, 0);
+			pg_atomic_init_u32(&outbox_shmem->slots[i].projector_xid, 0);
+			pg_atomic_init_u64(&outbox_shmem->slots[i].progress_count, 0);
 			ConditionVariableInit(&outbox_shmem->slots[i].progress_cv);
 		}
 		for (int i = 0; i < outbox_shmem->nslots * outbox_shmem->projections_per_slot; i++)
@@ -130,6 +146,8 @@ shmem_reset_slot(RelaySlot *slot, Oid dboid)
 	slot->failures = 0;
 	slot->loops = slot->requests = 0;
 	slot->horizon_blocked_since = 0;
+	memset(&slot->projector, 0, sizeof(ProjectorInfo));
+	pg_atomic_write_u32(&slot->projector_xid, 0);
 	memset(shmem_slot_stats(slot), 0, sizeof(EndpointStats) * outbox_shmem->endpoints_per_slot);
 	for (int i = 0; i < outbox_shmem->projections_per_slot; i++)
 		pg_atomic_write_u32(&shmem_slot_progress(slot)[i].id, 0);
@@ -192,7 +210,7 @@ shmem_projection_progress(Oid dboid, int id, bool create)
 	return found;
 }
 
-/* The relay committed a projection's checkpoint: wake wait_for_projection. */
+/* The projector committed a projection's checkpoint: wake wait_for_projection. */
 void
 shmem_projection_progressed(Oid dboid)
 {
@@ -204,7 +222,10 @@ shmem_projection_progressed(Oid dboid)
 	slot = shmem_find_slot(dboid);
 	LWLockRelease(outbox_shmem->lock);
 	if (slot != NULL)
+	{
+		pg_atomic_fetch_add_u64(&slot->progress_count, 1);
 		ConditionVariableBroadcast(&slot->progress_cv);
+	}
 }
 
 /*
@@ -282,6 +303,7 @@ shmem_xact_callback(XactEvent event, void *arg)
 {
 	RelaySlot  *slot;
 	Latch	   *latch = NULL;
+	Latch	   *events_latch = NULL;
 
 	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT &&
 		event != XACT_EVENT_PARALLEL_COMMIT && event != XACT_EVENT_PARALLEL_ABORT &&
@@ -307,10 +329,11 @@ shmem_xact_callback(XactEvent event, void *arg)
 		/* also if a relay runs: it may be exiting for want of the extension */
 		pg_atomic_write_u32(&slot->start_wanted, 1);
 	}
+	/* the projector's flag: a relay that starts, or restarts it, reads it too */
+	if (slot && events_at_commit && pg_atomic_exchange_u32(&slot->events_pending, 1) == 0)
+		events_latch = slot->projector.latch ? slot->projector.latch : slot->latch;
 	if (slot && slot->pid != 0 && slot->latch != NULL)
 	{
-		if (events_at_commit && pg_atomic_exchange_u32(&slot->events_pending, 1) == 0)
-			latch = slot->latch;
 		if ((wake_at_commit || config_changed_at_commit) &&
 			pg_atomic_exchange_u32(&slot->wake_pending, 1) == 0)
 			latch = slot->latch;
@@ -326,6 +349,8 @@ shmem_xact_callback(XactEvent event, void *arg)
 		shmem_request_relay(MyDatabaseId);
 	if (latch)
 		SetLatch(latch);
+	if (events_latch && events_latch != latch)
+		SetLatch(events_latch);
 	wake_at_commit = config_changed_at_commit = events_at_commit = false;
 }
 
@@ -352,7 +377,7 @@ shmem_wake_relay_at_commit(void)
 	wake_at_commit = true;
 }
 
-/* Called by append when async projections exist: wake the relay at commit. */
+/* Called by append when async projections exist: wake the projector at commit. */
 void
 shmem_wake_projector_at_commit(void)
 {

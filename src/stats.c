@@ -126,7 +126,8 @@ stats_oldest_xid_holder(int *pid, TimestampTz *since)
 	{
 		LocalPgBackendStatus *b = pgstat_fetch_stat_local_beentry(i);
 
-		if (b == NULL || !TransactionIdIsValid(b->backend_xid))
+		/* a projector's batch holding no log position holds nobody back */
+		if (b == NULL || !TransactionIdIsValid(b->backend_xid) || gapless_xid_excluded(b->backend_xid))
 			continue;
 		if (!TransactionIdIsValid(oldest) || TransactionIdPrecedes(b->backend_xid, oldest))
 		{
@@ -138,8 +139,40 @@ stats_oldest_xid_holder(int *pid, TimestampTz *since)
 }
 
 /*
- * outbox._stat_workers(): every relay slot of the cluster, and the databases
- * waiting for one (state "no_slot").
+ * One row of outbox._stat_workers: a relay, or a projector (requests < 0:
+ * NULL, it sends none).
+ */
+static void
+stats_worker_row(ReturnSetInfo *rsinfo, Oid dboid, const char *worker, pid_t pid,
+				 const char *state, TimestampTz started_at, TimestampTz last_activity_at,
+				 uint64 loops, int64 requests, TimestampTz blocked_since,
+				 int blocker_pid, TimestampTz blocker_since)
+{
+	Datum		values[11];
+	bool		nulls[11] = {0};
+	bool		blocked = blocked_since != 0 && blocker_pid != 0;
+
+	values[0] = ObjectIdGetDatum(dboid);
+	values[1] = Int32GetDatum(pid);
+	nulls[1] = (pid == 0);
+	values[2] = CStringGetTextDatum(state);
+	values[3] = stats_time(started_at, &nulls[3]);
+	values[4] = stats_time(last_activity_at, &nulls[4]);
+	values[5] = Int64GetDatum((int64) loops);
+	values[6] = Int64GetDatum(requests);
+	nulls[6] = (requests < 0);
+	values[7] = stats_time(blocked_since, &nulls[7]);
+	values[8] = Int32GetDatum(blocker_pid);
+	nulls[8] = !blocked;
+	values[9] = stats_time(blocker_since, &nulls[9]);
+	nulls[9] = nulls[9] || !blocked;
+	values[10] = CStringGetTextDatum(worker);
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+}
+
+/*
+ * outbox._stat_workers(): every relay slot of the cluster and its projector,
+ * and the databases waiting for a slot (relay state "no_slot").
  */
 Datum
 outbox_stat_workers(PG_FUNCTION_ARGS)
@@ -148,6 +181,7 @@ outbox_stat_workers(PG_FUNCTION_ARGS)
 	static const char *const states[] = {
 		"none", "starting", "running", "no_extension", "backoff", "needs_update", "no_slot"
 	};
+	static const char *const projector_states[] = {"none", "starting", "running", "backoff"};
 	RelaySlot  *copy;
 	int			nslots;
 	Oid			waiting[OUTBOX_MAX_WAITING];
@@ -171,39 +205,32 @@ outbox_stat_workers(PG_FUNCTION_ARGS)
 	for (int i = 0; i < nslots; i++)
 	{
 		RelaySlot  *s = &copy[i];
-		Datum		values[10];
-		bool		nulls[10] = {0};
-		bool		blocked = s->horizon_blocked_since != 0;
+		ProjectorInfo *p = &s->projector;
 
 		if (!OidIsValid(s->dboid) || s->state == RELAY_NONE)
 			continue;
-		values[0] = ObjectIdGetDatum(s->dboid);
-		values[1] = Int32GetDatum(s->pid);
-		nulls[1] = (s->pid == 0);
-		values[2] = CStringGetTextDatum(states[s->state]);
-		values[3] = stats_time(s->started_at, &nulls[3]);
-		values[4] = stats_time(s->last_activity_at, &nulls[4]);
-		values[5] = Int64GetDatum((int64) s->loops);
-		values[6] = Int64GetDatum((int64) s->requests);
-		values[7] = stats_time(s->horizon_blocked_since, &nulls[7]);
-		values[8] = Int32GetDatum(blocker_pid);
-		nulls[8] = !blocked || blocker_pid == 0;
-		values[9] = stats_time(blocker_since, &nulls[9]);
-		nulls[9] = nulls[9] || !blocked || blocker_pid == 0;
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		stats_worker_row(rsinfo, s->dboid, "relay", s->pid, states[s->state],
+						 s->started_at, s->last_activity_at, s->loops, (int64) s->requests,
+						 s->horizon_blocked_since, blocker_pid, blocker_since);
+		if (p->state != PROJECTOR_NONE)
+			stats_worker_row(rsinfo, s->dboid, "projector", p->pid, projector_states[p->state],
+							 p->started_at, p->last_activity_at, p->loops, -1,
+							 p->horizon_blocked_since, blocker_pid, blocker_since);
 	}
 
 	/* databases with the extension that outbox.max_databases left without a relay */
 	for (int i = 0; i < nwaiting; i++)
 	{
-		Datum		values[10] = {0};
-		bool		nulls[10];
+		Datum		values[11] = {0};
+		bool		nulls[11];
 
 		memset(nulls, true, sizeof(nulls));
 		values[0] = ObjectIdGetDatum(waiting[i]);
 		nulls[0] = false;
 		values[2] = CStringGetTextDatum(states[RELAY_NO_SLOT]);
 		nulls[2] = false;
+		values[10] = CStringGetTextDatum("relay");
+		nulls[10] = false;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

@@ -1,5 +1,5 @@
 -- The projections part of the demo: an account-balance read model kept by an
--- inline projection, an async one kept by the relay, a rebuild, and
+-- inline projection, an async one kept by the projector worker, a rebuild, and
 -- read-your-writes with wait_for_projection.  Run by test/demo.sh.
 \set ON_ERROR_STOP on
 \pset footer off
@@ -21,7 +21,7 @@ SELECT outbox.append('account-ada', '[{"type": "Deposited", "data": {"amount": 1
                                        {"type": "Withdrawn", "data": {"amount": 30}}]') AS etag;
 SELECT * FROM account_balances;
 
-\echo 'async: the relay keeps a daily activity count, checkpointed with its effects'
+\echo 'async: the projector worker keeps a daily activity count, checkpointed with its effects'
 CREATE TABLE daily_activity (day date PRIMARY KEY, events bigint NOT NULL);
 CREATE FUNCTION count_activity(e outbox.events) RETURNS void LANGUAGE sql AS $$
     INSERT INTO public.daily_activity VALUES (e.created_at::date, 1)

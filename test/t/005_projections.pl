@@ -1,6 +1,6 @@
 # Async projections against crashes, and read-your-writes: SIGKILL of the
-# relay and of the postmaster in the middle of a batch leaves no event applied
-# twice and none lost; wait_for_projection returns as soon as the relay has
+# projector and of the postmaster in the middle of a batch leaves no event applied
+# twice and none lost; wait_for_projection returns as soon as the projector has
 # applied the event, and sleeps without using CPU while it waits.
 use strict;
 use warnings;
@@ -13,7 +13,7 @@ use OutboxTest;
 
 my $node = PostgreSQL::Test::Cluster->new('projections');
 $node->init;
-# restart_after_crash: the test framework turns it off; the relay's SIGKILL
+# restart_after_crash: the test framework turns it off; the projector's SIGKILL
 # must bring the cluster back as it would in production
 $node->append_conf('postgresql.conf', "shared_preload_libraries = 'outbox'\nrestart_after_crash = on\n");
 $node->start;
@@ -33,9 +33,9 @@ sql(q{
 	SELECT outbox.create_projection('slow', 'apply_slowly(outbox.events)', NULL, 'crash-', 'async');
 });
 
-sub relay_pid
+sub projector_pid
 {
-	return sql(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'outbox relay'});
+	return sql(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'outbox projector'});
 }
 
 # ---- SIGKILL in the middle of a batch ----
@@ -49,10 +49,10 @@ sub crash_test
 	ok( wait_until(60, sub { sql(qq{SELECT count(*) FROM applied a JOIN outbox.events e USING (position)
 	                                 WHERE e.stream LIKE '$prefix-%'}) >= 1000 }),
 		"$prefix: the first batch is committed");
-	# now inside a later batch: the relay is applying events
-	ok( wait_until(10, sub { sql(q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'outbox relay'
+	# now inside a later batch: the projector is applying events
+	ok( wait_until(10, sub { sql(q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'outbox projector'
 	                                  AND state = 'active' AND query = 'outbox: applying events to a projection'}) eq '1' }),
-		"$prefix: the relay is in the middle of a batch");
+		"$prefix: the projector is in the middle of a batch");
 	usleep(300_000);
 	$kill->();
 	ok( wait_until(120, sub {
@@ -64,8 +64,8 @@ sub crash_test
 		'0', "$prefix: none of them twice");
 }
 
-crash_test('crash-relay', sub {
-	kill 'KILL', relay_pid();
+crash_test('crash-projector', sub {
+	kill 'KILL', projector_pid();
 	$node->poll_query_until('postgres', 'SELECT true');
 });
 crash_test('crash-postmaster', sub {
@@ -150,7 +150,7 @@ sql(q{
 	SELECT outbox.create_projection('sluggish', 'apply_very_slowly(outbox.events)', NULL, 'slug-', 'async');
 	SELECT count(outbox.append('slug-' || g, '{"type": "x"}')) FROM generate_series(1, 500) g;
 });
-usleep(500_000);		# the relay is busy with the sluggish projection now
+usleep(500_000);		# the projector is busy with the sluggish projection now
 my $worst = 0;
 for my $i (1 .. 5)
 {

@@ -130,7 +130,7 @@ is(scalar(grep { $_->{topic} eq 'orders.created' } @{ $rx->deliveries }), 0, 'no
 # ---- ALTER EXTENSION outbox UPDATE ----
 sql(q{ALTER EXTENSION outbox UPDATE});
 is(sql(q{SELECT extversion FROM pg_extension WHERE extname = 'outbox'}), $new_version, "updated to $new_version");
-ok(wait_until(20, sub { sql(q{SELECT count(*) FROM outbox.stat_workers WHERE state = 'running'}) == 1 }),
+ok(wait_until(20, sub { sql(q{SELECT count(*) FROM outbox.stat_workers WHERE state = 'running' AND worker = 'relay'}) == 1 }),
 	'the relay runs again');
 ok(wait_until(30, sub { sql(q{SELECT max(attempts) FROM outbox._deliveries WHERE state = 'retry'}) > $attempts_before }),
 	'retries continue from their attempt counts');
