@@ -70,8 +70,19 @@ static OutboxPlan plan_oldest = {
 /* Old messages still needed: look again after the retention period, within these bounds. */
 #define RECHECK_MIN_MS		1000
 #define RECHECK_MAX_MS		60000
+/* ...backing off to this after passes that could delete nothing */
+#define FRUITLESS_MAX_MS	10000
 
 static TimestampTz expire_at = 0;	/* the next pass; 0: at once (the relay just started) */
+
+/*
+ * Passes in a row that found old messages but could delete none of them (a
+ * lagging subscription or endpoint still needs them).  Each such pass scans
+ * every needed row in the relay's loop (200,000 rows: about 200 ms), so the
+ * recheck backs off, doubling up to FRUITLESS_MAX_MS; a pass that deletes
+ * something starts over.
+ */
+static int	fruitless_passes = 0;
 
 /* Progress was saved: cursors moved, so messages may become expirable. */
 void
@@ -86,6 +97,7 @@ void
 retention_changed(void)
 {
 	expire_at = 0;
+	fruitless_passes = 0;
 }
 
 /*
@@ -102,7 +114,12 @@ retention_due(Datum oldest, bool oldest_null, int keep_s, TimestampTz now)
 		return TimestampTzPlusMilliseconds(now, keep_ms);
 	due = TimestampTzPlusMilliseconds(DatumGetTimestampTz(oldest), keep_ms);
 	if (due <= now)				/* old enough, yet still needed */
-		due = TimestampTzPlusMilliseconds(now, Min(Max(keep_ms, RECHECK_MIN_MS), RECHECK_MAX_MS));
+	{
+		int64		recheck = Min(Max(keep_ms, RECHECK_MIN_MS), RECHECK_MAX_MS);
+
+		recheck = Min(recheck << Min(fruitless_passes, 8), Max(recheck, FRUITLESS_MAX_MS));
+		due = TimestampTzPlusMilliseconds(now, recheck);
+	}
 	return due;
 }
 
@@ -118,6 +135,7 @@ retention_expire(void)
 	OutboxSpi	spi = OUTBOX_SPI_INIT;
 	Datum		args[2];
 	bool		full = false;
+	uint64		deleted;
 
 	if (now < expire_at)
 		return TimestampDifferenceMilliseconds(now, expire_at);
@@ -135,7 +153,8 @@ retention_expire(void)
 		outbox_spi_begin(&spi);
 		args[0] = Float8GetDatum((double) outbox_retention_s);
 		args[1] = Int32GetDatum(EXPIRE_BATCH);
-		full = outbox_spi_run(&plan_expire, args, NULL, false, 0, SPI_OK_DELETE) == EXPIRE_BATCH;
+		deleted = outbox_spi_run(&plan_expire, args, NULL, false, 0, SPI_OK_DELETE);
+		full = deleted == EXPIRE_BATCH;
 		if (outbox_inbox_retention_s > 0)
 		{
 			args[0] = Float8GetDatum((double) outbox_inbox_retention_s);
@@ -146,6 +165,13 @@ retention_expire(void)
 		outbox_spi_run(&plan_oldest, NULL, NULL, false, 1, SPI_OK_SELECT);
 		oldest_message = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &null1);
 		oldest_inbox = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &null2);
+		/* old messages left and none deleted: the ones left are all needed */
+		if (deleted == 0 && !null1 &&
+			TimestampTzPlusMilliseconds(DatumGetTimestampTz(oldest_message),
+										(int64) outbox_retention_s * 1000) <= now)
+			fruitless_passes++;
+		else
+			fruitless_passes = 0;
 		expire_at = retention_due(oldest_message, null1, outbox_retention_s, now);
 		if (outbox_inbox_retention_s > 0)
 			expire_at = Min(expire_at,
