@@ -50,7 +50,7 @@ make_install($old_src, 'outbox 0.1.0');
 like(`cat $priv$dir{sharedir}/extension/outbox.control`, qr/default_version = '0.1.0'/,
 	'the installed control file is 0.1.0');
 
-my $rx = start_receiver(log => "$tmp/receiver.log");
+my $rx = start_receiver(log => "$tmp/inplace_upgrade.receiver.log");
 $rx->control('status=500');
 
 my $node = PostgreSQL::Test::Cluster->new('inplace', install_path => $install_path);

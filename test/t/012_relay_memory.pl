@@ -22,7 +22,7 @@ my $body_max = 1024 * 1024;		 # a batch is cut before its body passes this
 my $done_max = 4096;			 # messages read beyond the cursor, delivered ones included
 
 my $tmp = $PostgreSQL::Test::Utils::tmp_check;
-my $rx = start_receiver(log => "$tmp/receiver.log");
+my $rx = start_receiver(log => "$tmp/receiver_012.log");
 
 my $node = PostgreSQL::Test::Cluster->new('memory');
 $node->init;
