@@ -60,8 +60,12 @@ passed=$(grep -cE '^(test|ok) .*\.\.\. ok ' "$WORKDIR/check.log" || true)
 failed=$(grep -cE '^(test|not ok) .*\.\.\. FAILED' "$WORKDIR/check.log" || true)
 tap_total=$(sed -n 's/^Files=[0-9]*, Tests=\([0-9]*\),.*/\1/p' "$WORKDIR/check.log" |
     awk '{ n += $1 } END { print n + 0 }')
-tap_failed=$(grep -cE '^not ok ' "$WORKDIR/check.log" || true)
+# prove's summary names each failing file: "(Wstat: ... Tests: N Failed: M)"
+tap_failed=$(sed -n 's/.*(Wstat: .* Failed: \([0-9]*\)).*/\1/p' "$WORKDIR/check.log" |
+    awk '{ n += $1 } END { print n + 0 }')
 passed=$((passed + ${tap_total:-0} - tap_failed))
 failed=$((failed + tap_failed))
+# a suite that failed without naming a test (a build or harness error) counts once
+[ "$status" -ne 0 ] && [ "$failed" -eq 0 ] && failed=1
 echo "tests: $passed passed, $failed failed"
 [ "$status" -eq 0 ] && [ "$failed" -eq 0 ]
