@@ -20,3 +20,13 @@ ROLLBACK;
 BEGIN;
 SELECT regress.try($$SELECT outbox.publish('t', to_jsonb(repeat(chr(1), 1040000)))$$) AS escaped_fits;
 ROLLBACK;
+
+-- The same for events, which can never be deleted: an event that prints past
+-- 1 GB (8,300 such numbers) used to be accepted, and then no reader and no
+-- pg_dump could get past it.  Refused once it prints past 16 MB.
+BEGIN;
+SELECT regress.try($$SELECT outbox.append('poison', jsonb_build_object('type', 'x', 'data', (SELECT jsonb_agg('1e131000'::numeric) FROM generate_series(1, 200))))$$) AS event_data_prints_too_large;
+SELECT regress.try($$SELECT outbox.append('poison', jsonb_build_object('type', 'x', 'metadata', jsonb_build_object('m', (SELECT jsonb_agg('1e131000'::numeric) FROM generate_series(1, 200)))))$$) AS event_metadata_prints_too_large;
+SELECT regress.try($$SELECT outbox.append('fine', jsonb_build_object('type', 'x', 'data', (SELECT jsonb_agg('1e1000'::numeric) FROM generate_series(1, 100))))$$) AS event_prints_within;
+ROLLBACK;
+SELECT outbox.append('poison', jsonb_build_object('type', 'x', 'data', (SELECT jsonb_agg('1e131000'::numeric) FROM generate_series(1, 200))));

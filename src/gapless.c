@@ -68,6 +68,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "miscadmin.h"
 #include "utils/snapmgr.h"
 
@@ -176,12 +177,22 @@ gapless_take_xid(void)
  * Must a reader with this horizon stop before a row with this xmark?  Only
  * if the row is above the horizon and was written by this cluster (point 5
  * above: next xid read now, after the row was written).
+ *
+ * Not on a hot standby: its next xid is only the newest one the WAL has
+ * shown it, behind the primary's (a transaction that writes nothing logs
+ * no xid), so a fresh row's xmark can be beyond it while an earlier
+ * position is still uncommitted on the primary.  There every row above the
+ * horizon waits; rows restored from a cluster ahead wait until this one's
+ * counter passes them (on the primary they pass at once).
  */
 bool
 gapless_holds_back(FullTransactionId xmark, FullTransactionId horizon)
 {
-	return FullTransactionIdFollows(xmark, horizon) &&
-		!FullTransactionIdFollows(xmark, ReadNextFullTransactionId());
+	if (!FullTransactionIdFollows(xmark, horizon))
+		return false;
+	if (RecoveryInProgress())
+		return true;
+	return !FullTransactionIdFollows(xmark, ReadNextFullTransactionId());
 }
 
 /*

@@ -120,6 +120,13 @@ outbox_arg_position(FunctionCallInfo fcinfo, int argno, const char *what)
 	return n;
 }
 
+/*
+ * An event's data or metadata: within outbox.max_payload_bytes, and, printed
+ * as JSON text (by readers, pg_dump, a webhook body), within
+ * OUTBOX_MAX_MESSAGE_TEXT: a few bytes of jsonb such as 1e131000 print as
+ * 131,000 digits, and an event that prints past 1 GB could never be read or
+ * dumped again (events cannot be deleted).
+ */
 void
 outbox_check_payload_size(const char *what, Jsonb *value)
 {
@@ -131,6 +138,12 @@ outbox_check_payload_size(const char *what, Jsonb *value)
 				 errmsg("%s is too large", what),
 				 errdetail("It takes %zu bytes; outbox.max_payload_bytes is %d.",
 						   size, outbox_max_payload_bytes)));
+	if (size * OUTBOX_JSON_MAX_EXPANSION > OUTBOX_MAX_MESSAGE_TEXT &&
+		webhook_json_length(value, OUTBOX_MAX_MESSAGE_TEXT) > OUTBOX_MAX_MESSAGE_TEXT)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("%s is too large as JSON text", what),
+				 errdetail("It prints as more than %d bytes of JSON.", OUTBOX_MAX_MESSAGE_TEXT)));
 }
 
 /*
