@@ -70,26 +70,28 @@ static OutboxPlan plan_oldest = {
 /* Old messages still needed: look again after the retention period, within these bounds. */
 #define RECHECK_MIN_MS		1000
 #define RECHECK_MAX_MS		60000
-/* ...backing off to this after passes that could delete nothing */
-#define FRUITLESS_MAX_MS	10000
+/*
+ * A pass that is not a full batch yet takes this long has walked rows it
+ * could not delete (messages a lagging subscription or endpoint still
+ * needs: 200,000 take about 200 ms).  Such passes back off, 2 s doubling to
+ * COSTLY_MAX_MS, whatever else wakes retention, so a backlog costs the
+ * relay's loop at most one walk every 10 s.
+ */
+#define EXPIRE_SLOW_MS		20
+#define COSTLY_MAX_MS		10000
 
 static TimestampTz expire_at = 0;	/* the next pass; 0: at once (the relay just started) */
 
-/*
- * Passes in a row that found old messages but could delete none of them (a
- * lagging subscription or endpoint still needs them).  Each such pass scans
- * every needed row in the relay's loop (200,000 rows: about 200 ms), so the
- * recheck backs off, doubling up to FRUITLESS_MAX_MS; a pass that deletes
- * something starts over.
- */
-static int	fruitless_passes = 0;
+static int	costly_passes = 0;	/* slow passes in a row */
+static TimestampTz backoff_until = 0;	/* after one: no pass before */
 
 /* Progress was saved: cursors moved, so messages may become expirable. */
 void
 retention_soon(void)
 {
 	expire_at = Min(expire_at,
-					TimestampTzPlusMilliseconds(GetCurrentTimestamp(), EXPIRE_AFTER_WORK_MS));
+					Max(backoff_until,
+						TimestampTzPlusMilliseconds(GetCurrentTimestamp(), EXPIRE_AFTER_WORK_MS)));
 }
 
 /* outbox.retention may have changed: plan the next pass from scratch. */
@@ -97,7 +99,8 @@ void
 retention_changed(void)
 {
 	expire_at = 0;
-	fruitless_passes = 0;
+	costly_passes = 0;
+	backoff_until = 0;
 }
 
 /*
@@ -114,12 +117,7 @@ retention_due(Datum oldest, bool oldest_null, int keep_s, TimestampTz now)
 		return TimestampTzPlusMilliseconds(now, keep_ms);
 	due = TimestampTzPlusMilliseconds(DatumGetTimestampTz(oldest), keep_ms);
 	if (due <= now)				/* old enough, yet still needed */
-	{
-		int64		recheck = Min(Max(keep_ms, RECHECK_MIN_MS), RECHECK_MAX_MS);
-
-		recheck = Min(recheck << Min(fruitless_passes, 8), Max(recheck, FRUITLESS_MAX_MS));
-		due = TimestampTzPlusMilliseconds(now, recheck);
-	}
+		due = TimestampTzPlusMilliseconds(now, Min(Max(keep_ms, RECHECK_MIN_MS), RECHECK_MAX_MS));
 	return due;
 }
 
@@ -135,7 +133,6 @@ retention_expire(void)
 	OutboxSpi	spi = OUTBOX_SPI_INIT;
 	Datum		args[2];
 	bool		full = false;
-	uint64		deleted;
 
 	if (now < expire_at)
 		return TimestampDifferenceMilliseconds(now, expire_at);
@@ -153,8 +150,11 @@ retention_expire(void)
 		outbox_spi_begin(&spi);
 		args[0] = Float8GetDatum((double) outbox_retention_s);
 		args[1] = Int32GetDatum(EXPIRE_BATCH);
-		deleted = outbox_spi_run(&plan_expire, args, NULL, false, 0, SPI_OK_DELETE);
-		full = deleted == EXPIRE_BATCH;
+		full = outbox_spi_run(&plan_expire, args, NULL, false, 0, SPI_OK_DELETE) == EXPIRE_BATCH;
+		if (!full && TimestampDifferenceExceeds(now, GetCurrentTimestamp(), EXPIRE_SLOW_MS))
+			costly_passes++;
+		else
+			costly_passes = 0;
 		if (outbox_inbox_retention_s > 0)
 		{
 			args[0] = Float8GetDatum((double) outbox_inbox_retention_s);
@@ -165,13 +165,6 @@ retention_expire(void)
 		outbox_spi_run(&plan_oldest, NULL, NULL, false, 1, SPI_OK_SELECT);
 		oldest_message = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &null1);
 		oldest_inbox = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &null2);
-		/* old messages left and none deleted: the ones left are all needed */
-		if (deleted == 0 && !null1 &&
-			TimestampTzPlusMilliseconds(DatumGetTimestampTz(oldest_message),
-										(int64) outbox_retention_s * 1000) <= now)
-			fruitless_passes++;
-		else
-			fruitless_passes = 0;
 		expire_at = retention_due(oldest_message, null1, outbox_retention_s, now);
 		if (outbox_inbox_retention_s > 0)
 			expire_at = Min(expire_at,
@@ -179,6 +172,13 @@ retention_expire(void)
 		expire_at = Max(expire_at, TimestampTzPlusMilliseconds(now, RECHECK_MIN_MS));
 		if (full)
 			expire_at = TimestampTzPlusMilliseconds(now, EXPIRE_PAUSE_MS);
+		backoff_until = 0;
+		if (costly_passes > 0)
+		{
+			backoff_until = TimestampTzPlusMilliseconds(now, Min((int64) RECHECK_MIN_MS << Min(costly_passes, 8),
+																 COSTLY_MAX_MS));
+			expire_at = Max(expire_at, backoff_until);
+		}
 		outbox_spi_end(&spi);
 	}
 	relay_xact_end();

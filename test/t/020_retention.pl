@@ -9,6 +9,7 @@ use OutboxTest;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes qw(usleep);
 
 my $tmp = $PostgreSQL::Test::Utils::tmp_check;
 my $node = PostgreSQL::Test::Cluster->new('retention');
@@ -94,6 +95,31 @@ $pid = sql(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'outbox relay
 $ticks = cpu_ticks($pid);
 sleep 3;
 cmp_ok(cpu_ticks($pid) - $ticks, '<=', 10, 'an idle relay uses almost no CPU');
+
+# ---- a lagging subscription's backlog is not walked on every pass ----
+# 100,000 old messages a subscription has not acknowledged, next to a live
+# endpoint whose messages retention may delete: each pass walks the backlog
+# before it reaches them (about 100 ms here).  Such slow passes back off to
+# one every 10 s; before, the backlog was walked every second.
+sql(q{SELECT outbox.create_subscription('lagging', '{bulk}')});
+sql(q{SELECT outbox.create_endpoint('live', '} . $rx->url . q{', '{live}')});
+sql(q{SELECT count(outbox.publish('bulk', '{}')) FROM generate_series(1, 100000)});
+sleep 3;
+my $reads = q{SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) FROM pg_stat_user_tables
+               WHERE relid = 'outbox._messages'::regclass};
+my $before = sql($reads);
+my $t0 = Time::HiRes::time();
+for (1 .. 60)
+{
+	sql(q{SELECT outbox.publish('live', '{}')});
+	usleep(200_000);
+}
+my $walked = (sql($reads) - $before) / 100_000;
+my $secs = Time::HiRes::time() - $t0;
+# backing off 2, 4, 8, 10 s: about 5 walks in the first 25 s, 1 per 10 s after
+cmp_ok($walked, '<=', 3 + $secs / 5,
+	sprintf('the backlog was walked %.1f times in %.0f s (before: about once a second)', $walked, $secs));
+is(count_topic('bulk'), '100000', 'and every unacknowledged message is still there');
 
 $node->stop;
 $rx->stop;
