@@ -13,6 +13,10 @@ ALTER SYSTEM SET outbox.blocked_networks = '10.0.0.0/33';
 ALTER SYSTEM SET outbox.blocked_networks = '::1/129';
 ALTER SYSTEM SET outbox.blocked_networks = '10.0.0.0/';
 ALTER SYSTEM SET outbox.blocked_networks = '300.1.1.1';
+-- a prefix length is digits only (strtol took " 8", "+8" and "-0", which blocked everything)
+ALTER SYSTEM SET outbox.blocked_networks = '127.0.0.1/-0';
+ALTER SYSTEM SET outbox.blocked_networks = '127.0.0.1/+8';
+ALTER SYSTEM SET outbox.blocked_networks = '127.0.0.1/ 8';
 ALTER SYSTEM RESET outbox.blocked_networks;
 -- not a session setting
 SELECT regress.try($$SET outbox.blocked_networks = ''$$) AS session_set;

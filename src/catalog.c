@@ -171,6 +171,24 @@ outbox_owner_oid(void)
 	return owner_oid;
 }
 
+/*
+ * Open a relation of the extension by its cached OID.  A DROP EXTENSION
+ * that committed while we waited for the lock leaves the OID dangling:
+ * that is 55000, not "could not open relation" (XX000).
+ */
+Relation
+outbox_table_open(Oid relid, LOCKMODE lockmode)
+{
+	Relation	rel = try_table_open(relid, lockmode);
+
+	if (rel == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"outbox\" was dropped or changed concurrently"),
+				 errhint("Retry; if the extension is gone, run CREATE EXTENSION outbox.")));
+	return rel;
+}
+
 /* The OID of relation outbox.<relname>; relname must be a string literal. */
 Oid
 outbox_relid(const char *relname)

@@ -115,7 +115,7 @@ static bool es_deleting = false;
 static int64
 es_head_version(const char *stream, Snapshot snap)
 {
-	Relation	rel = table_open(outbox_relid("_streams"), AccessShareLock);
+	Relation	rel = outbox_table_open(outbox_relid("_streams"), AccessShareLock);
 	TupleTableSlot *slot = table_slot_create(rel, NULL);
 	int64		version = 0;
 

@@ -140,6 +140,16 @@ launcher_databases(void)
 	return dbs;
 }
 
+/* A relay failed (or could not start): try again later, 1 s doubling to a minute. */
+static void
+launcher_back_off(RelaySlot *slot, TimestampTz now)
+{
+	slot->failures++;
+	slot->next_start_at = TimestampTzPlusMilliseconds(now,
+		Min(RESTART_BACKOFF_MAX_MS, 1000L << Min(slot->failures - 1, 6)));
+	slot->state = RELAY_BACKOFF;
+}
+
 static bool
 launcher_start_relay(RelaySlot *slot, int index)
 {
@@ -159,10 +169,13 @@ launcher_start_relay(RelaySlot *slot, int index)
 
 	if (!RegisterDynamicBackgroundWorker(&bgw, &handles[index]))
 	{
-		ereport(WARNING,
-				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("outbox: no background worker slot for the relay of database %u", slot->dboid),
-				 errhint("Raise max_worker_processes.")));
+		/* once, then retried with the restart backoff (state backoff in stat_workers) */
+		if (slot->failures == 0)
+			ereport(WARNING,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("outbox: no background worker slot for the relay of database %u", slot->dboid),
+					 errhint("Raise max_worker_processes.")));
+		launcher_back_off(slot, GetCurrentTimestamp());
 		return false;
 	}
 	slot->state = RELAY_STARTING;
@@ -253,12 +266,7 @@ launcher_settle_slot(RelaySlot *slot, List *dbs, bool exited, TimestampTz now)
 		shmem_reset_slot(slot, InvalidOid);
 	}
 	else if (exited && (slot->state == RELAY_RUNNING || slot->state == RELAY_STARTING))
-	{
-		slot->failures++;
-		slot->next_start_at = TimestampTzPlusMilliseconds(now,
-			Min(RESTART_BACKOFF_MAX_MS, 1000L << Min(slot->failures - 1, 6)));
-		slot->state = RELAY_BACKOFF;
-	}
+		launcher_back_off(slot, now);
 }
 
 /*

@@ -20,6 +20,8 @@
  */
 #include "postgres.h"
 
+#include <ctype.h>
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -88,7 +90,8 @@ netblock_parse_one(const char *item, NetBlock *b)
 		char	   *end;
 		long		bits = strtol(slash + 1, &end, 10);
 
-		if (end == slash + 1 || *end != '\0' || bits < 0 || bits > maxbits)
+		/* digits only: strtol would also take " 8", "+8" and "-0" */
+		if (!isdigit((unsigned char) slash[1]) || *end != '\0' || bits > maxbits)
 			return false;
 		b->bits = (int) bits;
 	}

@@ -335,6 +335,7 @@ extern void launcher_init_hooks(void);
 extern Oid	outbox_schema_oid(void);
 extern Oid	outbox_owner_oid(void);
 extern Oid	outbox_relid(const char *relname);
+extern Relation outbox_table_open(Oid relid, LOCKMODE lockmode);
 extern char *outbox_extension_version(void);
 
 /*

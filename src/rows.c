@@ -34,7 +34,7 @@ rows_open(OutboxRows *r, Oid relid)
 {
 	RangeTblEntry *rte = makeNode(RangeTblEntry);
 
-	r->rel = table_open(relid, RowExclusiveLock);
+	r->rel = outbox_table_open(relid, RowExclusiveLock);
 	r->estate = CreateExecutorState();
 	rte->rtekind = RTE_RELATION;
 	rte->relid = relid;
