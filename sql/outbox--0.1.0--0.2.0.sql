@@ -113,44 +113,7 @@ COMMENT ON FUNCTION outbox._projection_options(jsonb) IS
 
 REVOKE ALL ON FUNCTION outbox._projection_options(jsonb) FROM PUBLIC;
 
-CREATE OR REPLACE FUNCTION outbox._create_projection(name text, handler regprocedure, event_types text[],
-                                          stream_prefix text, mode text, reset regprocedure,
-                                          options jsonb, run_as name)
-RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    IF name IS NULL THEN
-        RAISE EXCEPTION 'projection name must not be null' USING ERRCODE = '22004';
-    ELSIF name = '' OR octet_length(name) > 255 THEN
-        RAISE EXCEPTION 'projection name must be 1 to 255 bytes long' USING ERRCODE = '22023';
-    ELSIF handler IS NULL THEN
-        RAISE EXCEPTION 'handler must not be null' USING ERRCODE = '22004';
-    ELSIF mode IS NULL THEN
-        RAISE EXCEPTION 'mode must not be null' USING ERRCODE = '22004';
-    ELSIF mode NOT IN ('inline', 'async') THEN
-        RAISE EXCEPTION 'mode must be ''inline'' or ''async'', not "%"', mode USING ERRCODE = '22023';
-    ELSIF cardinality(event_types) = 0 THEN
-        RAISE EXCEPTION 'event_types must not be empty' USING ERRCODE = '22023',
-            HINT = 'Pass NULL for every event type.';
-    ELSIF array_position(event_types, NULL) IS NOT NULL THEN
-        RAISE EXCEPTION 'event_types must not contain nulls' USING ERRCODE = '22004';
-    ELSIF stream_prefix = '' OR octet_length(stream_prefix) > 255 THEN
-        RAISE EXCEPTION 'stream_prefix must be 1 to 255 bytes long' USING ERRCODE = '22023',
-            HINT = 'Pass NULL for every stream.';
-    ELSIF EXISTS (SELECT FROM outbox._projections p WHERE p.name = _create_projection.name) THEN
-        RAISE EXCEPTION 'projection "%" already exists', name USING ERRCODE = '42710';
-    END IF;
-    -- inline: appends see it; async: no append in flight misses waking the relay
-    PERFORM outbox._lock_events();
-    INSERT INTO outbox._projections (name, handler, reset, event_types, stream_prefix, mode, run_as, options)
-    VALUES (name,
-            outbox._check_projection_function(handler, run_as, 'handler'::text, 'outbox.events'::regtype),
-            outbox._check_projection_function(reset, run_as, 'reset function'::text, NULL::regtype),
-            event_types, stream_prefix, mode, run_as,
-            outbox._projection_options(options));
-    PERFORM outbox._projections_changed();
-END
-$$;
+/* _create_projection's new body, which calls _projection_options, is below (input review). */
 
 DROP FUNCTION outbox._check_options(jsonb, jsonb, jsonb, text);
 
