@@ -605,3 +605,148 @@ BEGIN
     RETURN n;
 END
 $$;
+
+/* ------------------------------------------------------------------------
+ * Issue 10: Kafka endpoints.  An endpoint's URL may be kafka://host:port
+ * [,host:port...]/topic (src/kafka.c checks it); its options may hold
+ * "kafka": librdkafka client properties from an allowlist, of which the
+ * write-only ones (sasl.password, ssl.key.pem, ...) live apart in
+ * outbox._endpoints.kafka_secrets, which no view shows and no role may
+ * read; batch_size must be 1; a Kafka endpoint takes no webhook secret.
+ * _endpoint_options takes the URL and the current write-only properties,
+ * and returns both parts.
+ * ------------------------------------------------------------------------ */
+
+ALTER TABLE outbox._endpoints ADD COLUMN kafka_secrets jsonb;
+COMMENT ON TABLE outbox._endpoints IS
+    'private: webhook and Kafka endpoints; secret and kafka_secrets (a Kafka endpoint''s write-only client properties, kept out of options) are write-only (no view shows them); cursor_id and done_ahead are the relay''s progress';
+
+CREATE OR REPLACE VIEW outbox.endpoints AS
+    SELECT name, url, topics, headers, options, paused, created_at,
+           secret IS NOT NULL AS has_secret,
+           ARRAY(SELECT k FROM jsonb_object_keys(kafka_secrets) k ORDER BY k) AS kafka_secret_names
+      FROM outbox._endpoints;
+COMMENT ON VIEW outbox.endpoints IS
+    'configured webhook and Kafka endpoints (secrets are never shown: has_secret, and the names of the write-only Kafka client properties set)';
+
+CREATE FUNCTION outbox._check_kafka_url(url text) RETURNS text
+    AS 'MODULE_PATHNAME', 'outbox_check_kafka_url' LANGUAGE C STRICT IMMUTABLE;
+COMMENT ON FUNCTION outbox._check_kafka_url(text) IS
+    'private: a kafka://host:port[,host:port...]/topic URL as stored (the topic may hold {topic}), or 22023 (src/kafka.c)';
+
+CREATE FUNCTION outbox._check_endpoint_url(url text) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT CASE WHEN url ~* '^kafka:' THEN outbox._check_kafka_url(url) ELSE outbox._check_url(url) END $$;
+COMMENT ON FUNCTION outbox._check_endpoint_url(text) IS
+    'private: an endpoint''s URL as stored, checked by its transport (kafka: or http(s)), or 22023';
+
+CREATE FUNCTION outbox._check_endpoint_secret(url text, secret text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF secret IS NOT NULL AND url ~* '^kafka:' THEN
+        RAISE EXCEPTION 'a Kafka endpoint takes no secret' USING ERRCODE = '22023',
+            DETAIL = 'The secret signs webhook requests; Kafka records are not signed.',
+            HINT = 'Give the cluster''s credentials in options.kafka (sasl.username, sasl.password). To turn a webhook endpoint into a Kafka one, give "secret": null in the same call.';
+    END IF;
+    RETURN outbox._check_secret(secret);
+END
+$$;
+COMMENT ON FUNCTION outbox._check_endpoint_secret(text, text) IS
+    'private: an endpoint''s webhook secret checked (22023), none for a Kafka endpoint';
+
+DROP FUNCTION outbox._endpoint_options(jsonb, jsonb);
+CREATE FUNCTION outbox._endpoint_options(given jsonb, base jsonb, url text, base_kafka_secrets jsonb,
+                                         OUT options jsonb, OUT kafka_secrets jsonb)
+    AS 'MODULE_PATHNAME', 'outbox_endpoint_options' LANGUAGE C IMMUTABLE;
+COMMENT ON FUNCTION outbox._endpoint_options(jsonb, jsonb, text, jsonb) IS
+    'private: endpoint options given merged over base (the current ones, or the defaults) for an endpoint at url, checked (22004, 22023) and normalised as the relay reads them; a Kafka endpoint''s write-only client properties (merged over base_kafka_secrets) apart';
+
+REVOKE ALL ON FUNCTION outbox._check_kafka_url(text), outbox._check_endpoint_url(text),
+    outbox._check_endpoint_secret(text, text), outbox._endpoint_options(jsonb, jsonb, text, jsonb)
+    FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION outbox.create_endpoint(name text, url text, topics text[] DEFAULT '{*}',
+                                       secret text DEFAULT NULL, headers jsonb DEFAULT '{}',
+                                       options jsonb DEFAULT '{}')
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    u text;
+    o record;
+BEGIN
+    PERFORM outbox._check_name('endpoint'::text, name);
+    IF url IS NULL THEN
+        RAISE EXCEPTION 'url must not be null' USING ERRCODE = '22004';
+    ELSIF headers IS NULL THEN
+        RAISE EXCEPTION 'headers must not be null' USING ERRCODE = '22004';
+    ELSIF EXISTS (SELECT FROM outbox._endpoints e WHERE e.name = create_endpoint.name) THEN
+        RAISE EXCEPTION 'endpoint "%" already exists', name USING ERRCODE = '42710',
+            HINT = 'Use outbox.alter_endpoint() to change it.';
+    END IF;
+    PERFORM outbox._check_headers(headers);
+    u := outbox._check_endpoint_url(url);
+    SELECT * INTO o FROM outbox._endpoint_options(options, NULL::jsonb, u, NULL::jsonb);
+    -- messages whose id is above the sequence's current value are the ones
+    -- published after the endpoint was created
+    INSERT INTO outbox._endpoints (name, url, topics, secret, headers, options, kafka_secrets, cursor_id)
+    SELECT create_endpoint.name, u, outbox._check_topics(topics),
+           outbox._check_endpoint_secret(u, secret), headers, o.options, o.kafka_secrets,
+           CASE WHEN s.is_called THEN s.last_value ELSE 0 END
+      FROM outbox._messages_id_seq s;
+    PERFORM outbox._notify_relay();
+END
+$$;
+COMMENT ON FUNCTION outbox.create_endpoint(text, text, text[], text, jsonb, jsonb) IS
+    'configure a webhook (http(s)://) or Kafka (kafka://) endpoint: it receives every message published from now on whose topic matches';
+
+CREATE OR REPLACE FUNCTION outbox.alter_endpoint(name text, changes jsonb) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    eid int := outbox._endpoint_id(alter_endpoint.name);
+    k text;
+BEGIN
+    FOR k IN SELECT jsonb_object_keys(outbox._require_object(changes, 'changes'::text)) LOOP
+        IF k NOT IN ('url', 'topics', 'secret', 'headers', 'options') THEN
+            RAISE EXCEPTION 'unknown endpoint setting "%"', k USING ERRCODE = '22023',
+                HINT = 'Settings: url, topics, secret, headers, options.';
+        END IF;
+    END LOOP;
+    IF changes ? 'url' THEN
+        IF jsonb_typeof(changes -> 'url') <> 'string' THEN
+            RAISE EXCEPTION '"url" must be a string' USING ERRCODE = '22023';
+        END IF;
+        UPDATE outbox._endpoints SET url = outbox._check_endpoint_url(changes ->> 'url') WHERE id = eid;
+    END IF;
+    IF changes ? 'topics' THEN
+        IF jsonb_typeof(changes -> 'topics') <> 'array' THEN
+            RAISE EXCEPTION '"topics" must be an array of strings' USING ERRCODE = '22023';
+        END IF;
+        UPDATE outbox._endpoints
+           SET topics = outbox._check_topics(ARRAY(SELECT jsonb_array_elements_text(changes -> 'topics')))
+         WHERE id = eid;
+    END IF;
+    IF changes ? 'secret' THEN
+        IF jsonb_typeof(changes -> 'secret') NOT IN ('string', 'null') THEN
+            RAISE EXCEPTION '"secret" must be a string or null' USING ERRCODE = '22023';
+        END IF;
+        UPDATE outbox._endpoints SET secret = outbox._check_secret(changes ->> 'secret') WHERE id = eid;
+    END IF;
+    IF changes ? 'headers' THEN
+        PERFORM outbox._check_headers(changes -> 'headers');
+        UPDATE outbox._endpoints SET headers = changes -> 'headers' WHERE id = eid;
+    END IF;
+    -- a new URL may change the kind of endpoint, and with it the options
+    IF changes ?| ARRAY['url', 'options'] THEN
+        UPDATE outbox._endpoints e
+           SET (options, kafka_secrets) =
+               (SELECT o.options, o.kafka_secrets
+                  FROM outbox._endpoint_options(coalesce(changes -> 'options', '{}'::jsonb), e.options, e.url,
+                                                e.kafka_secrets) o)
+         WHERE e.id = eid;
+    END IF;
+    PERFORM outbox._check_endpoint_secret(e.url, e.secret) FROM outbox._endpoints e WHERE e.id = eid;
+    PERFORM outbox._notify_relay();
+END
+$$;
+COMMENT ON FUNCTION outbox.alter_endpoint(text, jsonb) IS
+    'change any of an endpoint''s url, topics, secret, headers, options (options are merged, options.kafka property by property: null removes one)';

@@ -212,10 +212,11 @@ CREATE TABLE outbox._endpoints (
     paused     boolean NOT NULL DEFAULT false,
     created_at timestamptz NOT NULL DEFAULT now(),
     cursor_id  bigint NOT NULL,
-    done_ahead bigint[] NOT NULL DEFAULT '{}'
+    done_ahead bigint[] NOT NULL DEFAULT '{}',
+    kafka_secrets jsonb
 );
 COMMENT ON TABLE outbox._endpoints IS
-    'private: webhook endpoints; secret is write-only (no view shows it); cursor_id and done_ahead are the relay''s progress';
+    'private: webhook and Kafka endpoints; secret and kafka_secrets (a Kafka endpoint''s write-only client properties, kept out of options) are write-only (no view shows them); cursor_id and done_ahead are the relay''s progress';
 
 CREATE TABLE outbox._deliveries (
     endpoint_id     int NOT NULL REFERENCES outbox._endpoints ON DELETE CASCADE,
@@ -237,9 +238,11 @@ SELECT pg_catalog.pg_extension_config_dump('outbox._deliveries', '');
 
 CREATE VIEW outbox.endpoints AS
     SELECT name, url, topics, headers, options, paused, created_at,
-           secret IS NOT NULL AS has_secret
+           secret IS NOT NULL AS has_secret,
+           ARRAY(SELECT k FROM jsonb_object_keys(kafka_secrets) k ORDER BY k) AS kafka_secret_names
       FROM outbox._endpoints;
-COMMENT ON VIEW outbox.endpoints IS 'configured webhook endpoints (secrets are never shown)';
+COMMENT ON VIEW outbox.endpoints IS
+    'configured webhook and Kafka endpoints (secrets are never shown: has_secret, and the names of the write-only Kafka client properties set)';
 
 CREATE FUNCTION outbox._shown_url(url text) RETURNS text
     AS 'MODULE_PATHNAME', 'outbox_shown_url' LANGUAGE C STRICT STABLE;
@@ -266,6 +269,17 @@ CREATE FUNCTION outbox._check_url(url text) RETURNS text
     AS 'MODULE_PATHNAME', 'outbox_check_url' LANGUAGE C STRICT IMMUTABLE;
 COMMENT ON FUNCTION outbox._check_url(text) IS
     'private: an absolute http(s) URL as libcurl parses it, or 22023';
+
+CREATE FUNCTION outbox._check_kafka_url(url text) RETURNS text
+    AS 'MODULE_PATHNAME', 'outbox_check_kafka_url' LANGUAGE C STRICT IMMUTABLE;
+COMMENT ON FUNCTION outbox._check_kafka_url(text) IS
+    'private: a kafka://host:port[,host:port...]/topic URL as stored (the topic may hold {topic}), or 22023 (src/kafka.c)';
+
+CREATE FUNCTION outbox._check_endpoint_url(url text) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT CASE WHEN url ~* '^kafka:' THEN outbox._check_kafka_url(url) ELSE outbox._check_url(url) END $$;
+COMMENT ON FUNCTION outbox._check_endpoint_url(text) IS
+    'private: an endpoint''s URL as stored, checked by its transport (kafka: or http(s)), or 22023';
 
 CREATE FUNCTION outbox._notify_relay() RETURNS void
     AS 'MODULE_PATHNAME', 'outbox_notify_relay' LANGUAGE C VOLATILE;
@@ -361,6 +375,20 @@ $$;
 COMMENT ON FUNCTION outbox._check_secret(text) IS
     'private: one to three space-separated secrets, each "whsec_<base64>" or raw, of at least 16 bytes';
 
+CREATE FUNCTION outbox._check_endpoint_secret(url text, secret text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF secret IS NOT NULL AND url ~* '^kafka:' THEN
+        RAISE EXCEPTION 'a Kafka endpoint takes no secret' USING ERRCODE = '22023',
+            DETAIL = 'The secret signs webhook requests; Kafka records are not signed.',
+            HINT = 'Give the cluster''s credentials in options.kafka (sasl.username, sasl.password). To turn a webhook endpoint into a Kafka one, give "secret": null in the same call.';
+    END IF;
+    RETURN outbox._check_secret(secret);
+END
+$$;
+COMMENT ON FUNCTION outbox._check_endpoint_secret(text, text) IS
+    'private: an endpoint''s webhook secret checked (22023), none for a Kafka endpoint';
+
 CREATE FUNCTION outbox._require_object(value jsonb, what text) RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -375,10 +403,11 @@ $$;
 COMMENT ON FUNCTION outbox._require_object(jsonb, text) IS
     'private: the argument, if it is a JSON object (22004 for NULL, 22023 otherwise)';
 
-CREATE FUNCTION outbox._endpoint_options(given jsonb, base jsonb DEFAULT NULL) RETURNS jsonb
+CREATE FUNCTION outbox._endpoint_options(given jsonb, base jsonb, url text, base_kafka_secrets jsonb,
+                                         OUT options jsonb, OUT kafka_secrets jsonb)
     AS 'MODULE_PATHNAME', 'outbox_endpoint_options' LANGUAGE C IMMUTABLE;
-COMMENT ON FUNCTION outbox._endpoint_options(jsonb, jsonb) IS
-    'private: endpoint options given merged over base (the current ones, or the defaults), checked (22004, 22023) and normalised as the relay reads them';
+COMMENT ON FUNCTION outbox._endpoint_options(jsonb, jsonb, text, jsonb) IS
+    'private: endpoint options given merged over base (the current ones, or the defaults) for an endpoint at url, checked (22004, 22023) and normalised as the relay reads them; a Kafka endpoint''s write-only client properties (merged over base_kafka_secrets) apart';
 
 CREATE FUNCTION outbox._projection_options(given jsonb) RETURNS jsonb
     AS 'MODULE_PATHNAME', 'outbox_projection_options' LANGUAGE C IMMUTABLE;
@@ -407,6 +436,9 @@ CREATE FUNCTION outbox.create_endpoint(name text, url text, topics text[] DEFAUL
                                        options jsonb DEFAULT '{}')
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    u text;
+    o record;
 BEGIN
     PERFORM outbox._check_name('endpoint'::text, name);
     IF url IS NULL THEN
@@ -418,18 +450,20 @@ BEGIN
             HINT = 'Use outbox.alter_endpoint() to change it.';
     END IF;
     PERFORM outbox._check_headers(headers);
+    u := outbox._check_endpoint_url(url);
+    SELECT * INTO o FROM outbox._endpoint_options(options, NULL::jsonb, u, NULL::jsonb);
     -- messages whose id is above the sequence's current value are the ones
     -- published after the endpoint was created
-    INSERT INTO outbox._endpoints (name, url, topics, secret, headers, options, cursor_id)
-    SELECT create_endpoint.name, outbox._check_url(url), outbox._check_topics(topics),
-           outbox._check_secret(secret), headers, outbox._endpoint_options(options, NULL::jsonb),
+    INSERT INTO outbox._endpoints (name, url, topics, secret, headers, options, kafka_secrets, cursor_id)
+    SELECT create_endpoint.name, u, outbox._check_topics(topics),
+           outbox._check_endpoint_secret(u, secret), headers, o.options, o.kafka_secrets,
            CASE WHEN s.is_called THEN s.last_value ELSE 0 END
       FROM outbox._messages_id_seq s;
     PERFORM outbox._notify_relay();
 END
 $$;
 COMMENT ON FUNCTION outbox.create_endpoint(text, text, text[], text, jsonb, jsonb) IS
-    'configure a webhook endpoint: it receives every message published from now on whose topic matches';
+    'configure a webhook (http(s)://) or Kafka (kafka://) endpoint: it receives every message published from now on whose topic matches';
 
 CREATE FUNCTION outbox.alter_endpoint(name text, changes jsonb) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -447,7 +481,7 @@ BEGIN
         IF jsonb_typeof(changes -> 'url') <> 'string' THEN
             RAISE EXCEPTION '"url" must be a string' USING ERRCODE = '22023';
         END IF;
-        UPDATE outbox._endpoints SET url = outbox._check_url(changes ->> 'url') WHERE id = eid;
+        UPDATE outbox._endpoints SET url = outbox._check_endpoint_url(changes ->> 'url') WHERE id = eid;
     END IF;
     IF changes ? 'topics' THEN
         IF jsonb_typeof(changes -> 'topics') <> 'array' THEN
@@ -467,16 +501,21 @@ BEGIN
         PERFORM outbox._check_headers(changes -> 'headers');
         UPDATE outbox._endpoints SET headers = changes -> 'headers' WHERE id = eid;
     END IF;
-    IF changes ? 'options' THEN
+    -- a new URL may change the kind of endpoint, and with it the options
+    IF changes ?| ARRAY['url', 'options'] THEN
         UPDATE outbox._endpoints e
-           SET options = outbox._endpoint_options(changes -> 'options', e.options)
-         WHERE id = eid;
+           SET (options, kafka_secrets) =
+               (SELECT o.options, o.kafka_secrets
+                  FROM outbox._endpoint_options(coalesce(changes -> 'options', '{}'::jsonb), e.options, e.url,
+                                                e.kafka_secrets) o)
+         WHERE e.id = eid;
     END IF;
+    PERFORM outbox._check_endpoint_secret(e.url, e.secret) FROM outbox._endpoints e WHERE e.id = eid;
     PERFORM outbox._notify_relay();
 END
 $$;
 COMMENT ON FUNCTION outbox.alter_endpoint(text, jsonb) IS
-    'change any of an endpoint''s url, topics, secret, headers, options (options are merged)';
+    'change any of an endpoint''s url, topics, secret, headers, options (options are merged, options.kafka property by property: null removes one)';
 
 CREATE FUNCTION outbox.drop_endpoint(name text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$

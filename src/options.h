@@ -39,7 +39,9 @@ typedef struct ProjectionOptions
 
 /*
  * Read stored options (NULL: the defaults) into out (an EndpointOptions or
- * ProjectionOptions).
+ * ProjectionOptions).  A Kafka endpoint's stored options (they hold a
+ * "kafka" section) are read with its own ranges: OPTIONS_ENDPOINT serves
+ * both kinds.
  * Never raises an error: returns NULL, or what is wrong (palloc'd), and
  * then leaves out as it was.
  */

@@ -6,7 +6,10 @@
  * or (Slack-style) a secret path.  A response body may be an internal
  * service's answer (SSRF).  So, unless the caller has the privileges of
  * outbox_admin (superusers do):
- *   - a URL is shown as its origin only: scheme://host[:port]/;
+ *   - a URL is shown as its origin only: scheme://host[:port]/; a kafka://
+ *     URL carries no credentials (kafka.c refuses userinfo, query and
+ *     fragment; credentials live in write-only client properties) and is
+ *     shown whole, brokers and topic;
  *   - an error is shown without the response body: "HTTP 500: <body>"
  *     becomes "HTTP 500" (http.c makes that form); transport errors and
  *     outbox.blocked_networks refusals carry no body and stay.
@@ -22,6 +25,7 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 
+#include "kafka.h"
 #include "outbox.h"
 
 PG_FUNCTION_INFO_V1(outbox_shown_url);
@@ -63,11 +67,17 @@ redact_error_for_caller(char *error)
 Datum
 outbox_shown_url(PG_FUNCTION_ARGS)
 {
+	char	   *url;
 	char	   *origin;
+	char	   *problem;
 
 	if (redact_caller_is_admin())
 		PG_RETURN_DATUM(PG_GETARG_DATUM(0));
-	origin = http_url_origin(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	url = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	if (kafka_url_is_kafka(url))
+		origin = kafka_url_check(url, &problem);
+	else
+		origin = http_url_origin(url);
 	if (origin == NULL)
 		PG_RETURN_NULL();
 	PG_RETURN_TEXT_P(cstring_to_text(origin));

@@ -1,0 +1,1544 @@
+/*-------------------------------------------------------------------------
+ * kafka.c
+ *		The Kafka transport: everything that touches librdkafka.  The only
+ *		file that includes it.
+ *
+ * An endpoint whose URL is kafka://host:port[,host:port...]/TOPIC gets one
+ * idempotent producer (acks=all, at most KAFKA_MAX_IN_FLIGHT_REQUESTS
+ * requests in flight per broker connection, Java's murmur2 partitioner,
+ * message.timeout.ms = the endpoint's timeout_ms).  TOPIC is a topic, or a
+ * template in which {topic} stands for the message's topic.  Each message
+ * becomes one record: key = the message's key, value = its payload as JSON
+ * text, timestamp = its created_at, headers outbox-id ("msg_<id>", the
+ * same on every retry), outbox-topic, the endpoint's headers, then the
+ * message's (validate.c's rule: a message never overrides the others).
+ *
+ * Waiting.  Every producer's main queue (delivery reports, errors) raises
+ * an IO event on one eventfd that init() returns, which the relay waits on
+ * with its latch.  progress() clears the eventfd, then serves every
+ * producer's queue until it is empty: librdkafka writes to the eventfd
+ * when a queue goes from empty to not empty, so serving to empty after
+ * clearing loses no wake-up, and an idle relay sleeps (librdkafka's own
+ * threads wake about once a second).
+ *
+ * Rules that keep librdkafka safe inside a PostgreSQL backend:
+ *  - librdkafka's callbacks never ereport, palloc, CHECK_FOR_INTERRUPTS or
+ *    longjmp: a delivery report fills a record malloc'd when it was sent
+ *    and links it into a FIFO; the error callback copies text into a fixed
+ *    buffer; the log callback drops the line (errors reach last_error
+ *    through the error callback and delivery reports).  Delivery reports
+ *    and errors are served from the relay's thread only (rd_kafka_poll in
+ *    progress); the log callback may run in librdkafka's threads and does
+ *    nothing.
+ *  - Nothing blocks the relay: produce is asynchronous (a full queue is
+ *    "no room now"), purges do not wait, and a producer that is no longer
+ *    used is destroyed once every record it took is reported, on a thread
+ *    of its own with every signal blocked (rd_kafka_destroy waits for
+ *    librdkafka's threads, one of which may be in a DNS lookup).
+ *  - Properties that load code, run commands or read files on the database
+ *    server are refused before librdkafka sees their names (setting
+ *    plugin.library.paths loads the plugin at once).
+ *
+ * Per-key order.  The core pipelines a key's messages on this transport
+ * (pipelined = true): the idempotent producer keeps a partition's records
+ * in order across its own retries, and with one request in flight per
+ * connection a partition has at most one batch in flight.  What it does
+ * not do is hold back a key's later records when an earlier one fails: a
+ * record that times out in librdkafka's queue leaves a gap, and the core
+ * would retry it after its successors.  Hence the fence: the first report
+ * of a producer that is neither a success nor a permanent failure (a
+ * permanent one is dead-lettered, never retried, so its successors may
+ * go) raises the producer's fence:
+ *  - rd_kafka_purge(QUEUE, NON_BLOCKING): records not yet in a request come
+ *    back as _PURGE_QUEUE, reported TRANSPORT_NOT_SENT (no attempt), and
+ *    the core re-queues them in id order behind the failed one;
+ *  - send() takes nothing ("no room now") until every record the producer
+ *    took is reported, so nothing sent after the failure can overtake a
+ *    purged or failed record (purging is asynchronous: a record produced
+ *    between the purge call and its execution might otherwise escape it).
+ * A fatal error (rd_kafka_fatal_error: librdkafka fails the producer when
+ * idempotence can no longer be kept, and purges its queue) retires the
+ * producer; the next send() makes a new one, which, like the producer of
+ * an endpoint whose settings changed, takes no record until the old one
+ * has reported all of its own (records of two producers are not ordered).
+ *
+ * Residual risks of the fence (README, Kafka endpoints):
+ *  - A record that times out in librdkafka's queue (message.timeout.ms)
+ *    while the cluster is unreachable is reported at once, but its
+ *    successors are purged only when the relay serves the report: if the
+ *    cluster comes back within that window (microseconds when the relay
+ *    is idle, up to the length of one of its short transactions) and the
+ *    producer has re-established its epoch, a later record of the key may
+ *    be written before the failed one's retry.
+ *  - A record that times out in flight may have been written ("possibly
+ *    persisted"): its retry is then a repeat, after it, never before.
+ *  - The idempotent producer's guarantee stops at its epoch: a repeat after
+ *    a relay crash (records re-sent by a new producer) may follow records
+ *    already written, which is the documented at-least-once repeat.
+ *
+ * Outcomes of a delivery report (kafka_outcome):
+ *   success                                     TRANSPORT_OK
+ *   _PURGE_QUEUE (fence, fatal error, close)    TRANSPORT_NOT_SENT
+ *   record too large (MSG_SIZE_TOO_LARGE,
+ *   INVALID_MSG_SIZE, RECORD_LIST_TOO_LARGE),
+ *   INVALID_RECORD, INVALID_TIMESTAMP,
+ *   TOPIC_ / CLUSTER_AUTHORIZATION_FAILED,
+ *   TOPIC_EXCEPTION (invalid topic), POLICY_VIOLATION,
+ *   INVALID_REQUIRED_ACKS, UNSUPPORTED_FOR_MESSAGE_FORMAT,
+ *   UNSUPPORTED_COMPRESSION_TYPE, _BAD_MSG, _INVALID_ARG  TRANSPORT_PERMANENT
+ *   anything else: _MSG_TIMED_OUT, _TRANSPORT, NOT_ENOUGH_REPLICAS,
+ *   NOT_LEADER_FOR_PARTITION, UNKNOWN_TOPIC_OR_PART and _UNKNOWN_TOPIC (a
+ *   topic not created yet: retried, dead after max_attempts), _FATAL, an
+ *   unknown code, ...                           TRANSPORT_RETRY
+ * An authentication failure (SASL, TLS) fails no record by itself: records
+ * time out, with the cluster's last error in last_error.  The error text
+ * is "kafka: " and librdkafka's description.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "datatype/timestamp.h"
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "nodes/pg_list.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "kafka.h"
+#include "outbox.h"
+#include "transport.h"
+
+PG_FUNCTION_INFO_V1(outbox_check_kafka_url);
+
+#define KAFKA_SCHEME			"kafka://"
+#define KAFKA_PLACEHOLDER		"{topic}"
+#define KAFKA_MAX_TOPIC_LEN		249 /* Kafka's limit on a topic name */
+#define KAFKA_MAX_HOST_LEN		253 /* a DNS name */
+#define KAFKA_MAX_PORT			65535
+
+/*
+ * Requests in flight per broker connection.  1 keeps a partition's batches
+ * in order even against a broker that does not check idempotent sequence
+ * numbers (librdkafka's mock cluster); the idempotent producer allows up to
+ * 5.  A user may choose a lower value, never a higher one.
+ */
+#define KAFKA_MAX_IN_FLIGHT_REQUESTS	1
+
+/* Defaults a user may override in options.kafka */
+#define KAFKA_DEFAULT_CLIENT_ID			"outbox"
+#define KAFKA_DEFAULT_LINGER_MS			"5"
+#define KAFKA_DEFAULT_RECONNECT_MS		"100"
+#define KAFKA_DEFAULT_RECONNECT_MAX_MS	"1000"
+
+/* A producer that could not be made again after a fatal error: retry after */
+#define KAFKA_REMAKE_RETRY_MS	1000
+
+/* librdkafka's error strings */
+#define KAFKA_ERRSTR_BYTES		512
+
+/* ----------------------------------------------------------------
+ * Client properties: which an endpoint may set (an allowlist)
+ * ----------------------------------------------------------------
+ */
+
+typedef enum KafkaRule
+{
+	KAFKA_ALLOWED,				/* passed to librdkafka as given */
+	KAFKA_SECRET,				/* allowed, write-only: kept out of every view */
+	KAFKA_RESTRICTED,			/* allowed with some values (kafka_value_refused) */
+	KAFKA_REFUSED				/* never: why says why */
+} KafkaRule;
+
+typedef struct KafkaProperty
+{
+	const char *name;
+	KafkaRule	rule;
+	const char *why;			/* KAFKA_REFUSED: completes "property X ..." */
+} KafkaProperty;
+
+#define WHY_URL		"is taken from the endpoint's URL"
+#define WHY_TIMEOUT	"is the endpoint's timeout_ms option"
+#define WHY_CODE	"would load code or run a command on the database server"
+#define WHY_FILE	"would read a file on the database server"
+#define WHY_OUTBOX	"is managed by outbox"
+
+static const KafkaProperty kafka_properties[] = {
+	/* the cluster, and what outbox sets */
+	{"bootstrap.servers", KAFKA_REFUSED, WHY_URL},
+	{"metadata.broker.list", KAFKA_REFUSED, WHY_URL},
+	{"message.timeout.ms", KAFKA_REFUSED, WHY_TIMEOUT},
+	{"delivery.timeout.ms", KAFKA_REFUSED, WHY_TIMEOUT},
+	{"client.id", KAFKA_ALLOWED},
+	{"client.rack", KAFKA_ALLOWED},
+	/* the guarantees */
+	{"acks", KAFKA_RESTRICTED},
+	{"request.required.acks", KAFKA_RESTRICTED},
+	{"enable.idempotence", KAFKA_RESTRICTED},
+	{"max.in.flight", KAFKA_RESTRICTED},
+	{"max.in.flight.requests.per.connection", KAFKA_RESTRICTED},
+	{"retries", KAFKA_REFUSED, "would let records fail before timeout_ms runs out, out of order"},
+	{"message.send.max.retries", KAFKA_REFUSED, "would let records fail before timeout_ms runs out, out of order"},
+	{"enable.gapless.guarantee", KAFKA_REFUSED, "would stop the producer at one failed record (outbox keeps keys in order itself)"},
+	{"partitioner", KAFKA_REFUSED, "is murmur2_random, as Java producers partition keys"},
+	{"queuing.strategy", KAFKA_REFUSED, "would reorder records"},
+	{"transactional.id", KAFKA_REFUSED, "is not used: outbox does not produce in transactions"},
+	{"transaction.timeout.ms", KAFKA_REFUSED, "is not used: outbox does not produce in transactions"},
+	{"delivery.report.only.error", KAFKA_REFUSED, WHY_OUTBOX},
+	{"debug", KAFKA_REFUSED, WHY_OUTBOX},
+	{"log_level", KAFKA_REFUSED, WHY_OUTBOX},
+	{"log.queue", KAFKA_REFUSED, WHY_OUTBOX},
+	{"statistics.interval.ms", KAFKA_REFUSED, WHY_OUTBOX},
+	{"enabled_events", KAFKA_REFUSED, WHY_OUTBOX},
+	{"internal.termination.signal", KAFKA_REFUSED, WHY_OUTBOX},
+	{"opaque", KAFKA_REFUSED, WHY_OUTBOX},
+	{"default_topic_conf", KAFKA_REFUSED, WHY_OUTBOX},
+	/* code, commands and files of the database server */
+	{"plugin.library.paths", KAFKA_REFUSED, WHY_CODE},
+	{"interceptors", KAFKA_REFUSED, WHY_CODE},
+	{"ssl.engine.location", KAFKA_REFUSED, WHY_CODE},
+	{"ssl.engine.id", KAFKA_REFUSED, WHY_CODE},
+	{"ssl.providers", KAFKA_REFUSED, WHY_CODE},
+	{"sasl.kerberos.kinit.cmd", KAFKA_REFUSED, WHY_CODE},
+	{"sasl.kerberos.keytab", KAFKA_REFUSED, WHY_FILE},
+	{"ssl.key.location", KAFKA_REFUSED, WHY_FILE},
+	{"ssl.certificate.location", KAFKA_REFUSED, WHY_FILE},
+	{"ssl.crl.location", KAFKA_REFUSED, WHY_FILE},
+	{"ssl.keystore.location", KAFKA_REFUSED, WHY_FILE},
+	{"ssl.keystore.password", KAFKA_REFUSED, WHY_FILE},
+	{"ssl.ca.certificate.stores", KAFKA_REFUSED, WHY_FILE},
+	{"ssl.ca.location", KAFKA_RESTRICTED},
+	/* TLS and SASL */
+	{"security.protocol", KAFKA_ALLOWED},
+	{"ssl.cipher.suites", KAFKA_ALLOWED},
+	{"ssl.curves.list", KAFKA_ALLOWED},
+	{"ssl.sigalgs.list", KAFKA_ALLOWED},
+	{"ssl.ca.pem", KAFKA_ALLOWED},
+	{"ssl.certificate.pem", KAFKA_ALLOWED},
+	{"ssl.key.pem", KAFKA_SECRET},
+	{"ssl.key.password", KAFKA_SECRET},
+	{"enable.ssl.certificate.verification", KAFKA_ALLOWED},
+	{"ssl.endpoint.identification.algorithm", KAFKA_ALLOWED},
+	{"sasl.mechanism", KAFKA_RESTRICTED},
+	{"sasl.mechanisms", KAFKA_RESTRICTED},
+	{"sasl.username", KAFKA_ALLOWED},
+	{"sasl.password", KAFKA_SECRET},
+	{"sasl.oauthbearer.method", KAFKA_ALLOWED},
+	{"sasl.oauthbearer.client.id", KAFKA_ALLOWED},
+	{"sasl.oauthbearer.client.secret", KAFKA_SECRET},
+	{"sasl.oauthbearer.config", KAFKA_SECRET},
+	{"sasl.oauthbearer.scope", KAFKA_ALLOWED},
+	{"sasl.oauthbearer.extensions", KAFKA_ALLOWED},
+	{"sasl.oauthbearer.token.endpoint.url", KAFKA_ALLOWED},
+	{"enable.sasl.oauthbearer.unsecure.jwt", KAFKA_ALLOWED},
+	/* throughput, batching, compression */
+	{"linger.ms", KAFKA_ALLOWED},
+	{"queue.buffering.max.ms", KAFKA_ALLOWED},
+	{"queue.buffering.max.messages", KAFKA_ALLOWED},
+	{"queue.buffering.max.kbytes", KAFKA_ALLOWED},
+	{"queue.buffering.backpressure.threshold", KAFKA_ALLOWED},
+	{"batch.num.messages", KAFKA_ALLOWED},
+	{"batch.size", KAFKA_ALLOWED},
+	{"sticky.partitioning.linger.ms", KAFKA_ALLOWED},
+	{"compression.type", KAFKA_ALLOWED},
+	{"compression.codec", KAFKA_ALLOWED},
+	{"compression.level", KAFKA_ALLOWED},
+	{"message.max.bytes", KAFKA_ALLOWED},
+	{"message.copy.max.bytes", KAFKA_ALLOWED},
+	{"receive.message.max.bytes", KAFKA_ALLOWED},
+	{"request.timeout.ms", KAFKA_ALLOWED},
+	{"retry.backoff.ms", KAFKA_ALLOWED},
+	/* connections and metadata */
+	{"socket.timeout.ms", KAFKA_ALLOWED},
+	{"socket.send.buffer.bytes", KAFKA_ALLOWED},
+	{"socket.receive.buffer.bytes", KAFKA_ALLOWED},
+	{"socket.keepalive.enable", KAFKA_ALLOWED},
+	{"socket.nagle.disable", KAFKA_ALLOWED},
+	{"socket.max.fails", KAFKA_ALLOWED},
+	{"socket.connection.setup.timeout.ms", KAFKA_ALLOWED},
+	{"connections.max.idle.ms", KAFKA_ALLOWED},
+	{"broker.address.ttl", KAFKA_ALLOWED},
+	{"broker.address.family", KAFKA_ALLOWED},
+	{"reconnect.backoff.ms", KAFKA_ALLOWED},
+	{"reconnect.backoff.max.ms", KAFKA_ALLOWED},
+	{"topic.metadata.refresh.interval.ms", KAFKA_ALLOWED},
+	{"metadata.max.age.ms", KAFKA_ALLOWED},
+	{"topic.metadata.refresh.fast.interval.ms", KAFKA_ALLOWED},
+	{"topic.metadata.refresh.sparse", KAFKA_ALLOWED},
+	{"topic.metadata.propagation.max.ms", KAFKA_ALLOWED},
+	{"api.version.request", KAFKA_ALLOWED},
+	{"api.version.request.timeout.ms", KAFKA_ALLOWED},
+	{"api.version.fallback.ms", KAFKA_ALLOWED},
+	{"broker.version.fallback", KAFKA_ALLOWED},
+};
+
+/* What is wrong with a property or a URL, ready for ereport or a last_error. */
+typedef struct KafkaProblem
+{
+	char	   *message;
+	char	   *detail;			/* NULL if none */
+	char	   *hint;			/* NULL if none */
+} KafkaProblem;
+
+/* One client property, name and value as librdkafka takes them. */
+typedef struct KafkaProp
+{
+	char	   *name;
+	char	   *value;
+} KafkaProp;
+
+static bool
+kafka_problem(KafkaProblem *problem, char *message, char *detail, char *hint)
+{
+	problem->message = message;
+	problem->detail = detail;
+	problem->hint = hint;
+	return false;
+}
+
+static const KafkaProperty *
+kafka_property(const char *name)
+{
+	for (int i = 0; i < lengthof(kafka_properties); i++)
+		if (strcmp(kafka_properties[i].name, name) == 0)
+			return &kafka_properties[i];
+	return NULL;
+}
+
+/*
+ * Why a restricted property may not have this value (librdkafka's own
+ * spelling of it, read back after setting it), or NULL if it may.
+ */
+static const char *
+kafka_value_refused(const char *name, const char *value)
+{
+	if (strcmp(name, "acks") == 0 || strcmp(name, "request.required.acks") == 0)
+		return strcmp(value, "-1") == 0 ? NULL :
+			"must be \"all\": a record is delivered once every in-sync replica has it";
+	if (strcmp(name, "enable.idempotence") == 0)
+		return strcmp(value, "true") == 0 ? NULL :
+			"must be true: broker retries must neither repeat nor reorder records";
+	if (strcmp(name, "max.in.flight") == 0 || strcmp(name, "max.in.flight.requests.per.connection") == 0)
+		return atoi(value) <= KAFKA_MAX_IN_FLIGHT_REQUESTS ? NULL :
+			psprintf("must be at most %d: more requests in flight could reorder a key's records",
+					 KAFKA_MAX_IN_FLIGHT_REQUESTS);
+	if (strcmp(name, "ssl.ca.location") == 0)
+		return strcmp(value, "probe") == 0 ? NULL :
+			"may only be \"probe\" (the system's CA certificates): it would read a file on the database server";
+	if (strcmp(name, "sasl.mechanism") == 0 || strcmp(name, "sasl.mechanisms") == 0)
+		return pg_strcasecmp(value, "GSSAPI") != 0 ? NULL :
+			"may not be GSSAPI: Kerberos would run kinit on the database server";
+	return NULL;
+}
+
+/*
+ * Check one property and set it in conf.  *secret tells whether it is
+ * write-only.  The refusal list is looked at before librdkafka sees the
+ * name, so that no property with side effects is ever set.
+ */
+static bool
+kafka_property_set(rd_kafka_conf_t *conf, const char *name, const char *value, bool *secret,
+				   KafkaProblem *problem)
+{
+	const KafkaProperty *prop = kafka_property(name);
+	char		errstr[KAFKA_ERRSTR_BYTES];
+	rd_kafka_conf_res_t res;
+	int			len = strlen(name);
+
+	*secret = prop != NULL && prop->rule == KAFKA_SECRET;
+	if (prop == NULL && len > 3 && strcmp(name + len - 3, "_cb") == 0)
+		return kafka_problem(problem, psprintf("Kafka client property \"%s\" %s", name, WHY_OUTBOX),
+							 NULL, NULL);
+	if (prop != NULL && prop->rule == KAFKA_REFUSED)
+		return kafka_problem(problem, psprintf("Kafka client property \"%s\" %s", name, prop->why),
+							 NULL,
+							 strcmp(prop->why, WHY_FILE) == 0 ?
+							 pstrdup("Give certificates and keys inline: ssl.ca.pem, ssl.certificate.pem, ssl.key.pem.") : NULL);
+
+	res = rd_kafka_conf_set(conf, name, value, errstr, sizeof(errstr));
+	if (res == RD_KAFKA_CONF_UNKNOWN)
+		return kafka_problem(problem, psprintf("unknown Kafka client property \"%s\"", name), NULL,
+							 pstrdup("See librdkafka's CONFIGURATION.md for the producer's properties."));
+	if (prop == NULL)
+		return kafka_problem(problem, psprintf("Kafka client property \"%s\" is not allowed", name), NULL,
+							 pstrdup("An endpoint may set the cluster's security (security.protocol, sasl.*, ssl.* given inline), compression, batching, buffering, socket, reconnect and metadata properties."));
+	if (res != RD_KAFKA_CONF_OK)
+	{
+		int			n = strlen(errstr);
+
+		while (n > 0 && (errstr[n - 1] == '\n' || errstr[n - 1] == '.'))
+			errstr[--n] = '\0';
+		return kafka_problem(problem, psprintf("invalid value for Kafka client property \"%s\"", name),
+							 psprintf("librdkafka: %s.", errstr), NULL);
+	}
+	if (prop->rule == KAFKA_RESTRICTED)
+	{
+		char		set[KAFKA_ERRSTR_BYTES];
+		size_t		size = sizeof(set);
+		const char *why;
+
+		if (rd_kafka_conf_get(conf, name, set, &size) != RD_KAFKA_CONF_OK)
+			elog(ERROR, "could not read back Kafka client property \"%s\"", name);
+		why = kafka_value_refused(name, set);
+		if (why != NULL)
+			return kafka_problem(problem, psprintf("Kafka client property \"%s\" %s", name, why), NULL, NULL);
+	}
+	return true;
+}
+
+/* A JSON value of a property as librdkafka takes it; NULL if of another type. */
+static char *
+kafka_value_text(const JsonbValue *v)
+{
+	switch (v->type)
+	{
+		case jbvString:
+			return pnstrdup(v->val.string.val, v->val.string.len);
+		case jbvNumeric:
+			return numeric_normalize(v->val.numeric);
+		case jbvBool:
+			return pstrdup(v->val.boolean ? "true" : "false");
+		default:
+			return NULL;
+	}
+}
+
+static int
+kafka_prop_cmp(const ListCell *a, const ListCell *b)
+{
+	return strcmp(((KafkaProp *) lfirst(a))->name, ((KafkaProp *) lfirst(b))->name);
+}
+
+/*
+ * Properties of a JSON object, merged into props (a list sorted by name):
+ * a name already there gets the new value; a JSON null removes it if
+ * nulls_remove.  False, with *problem, at a value of another type.
+ */
+static bool
+kafka_props_merge(List **props, JsonbContainer *obj, bool nulls_remove, KafkaProblem *problem)
+{
+	JsonbIterator *it = JsonbIteratorInit(obj);
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	char	   *name = NULL;
+
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		ListCell   *lc;
+		char	   *value;
+
+		if (tok == WJB_KEY)
+			name = pnstrdup(v.val.string.val, v.val.string.len);
+		if (tok != WJB_VALUE)
+			continue;
+		foreach(lc, *props)
+			if (strcmp(((KafkaProp *) lfirst(lc))->name, name) == 0)
+			{
+				*props = foreach_delete_current(*props, lc);
+				break;
+			}
+		if (v.type == jbvNull && nulls_remove)
+			continue;
+		value = kafka_value_text(&v);
+		if (value == NULL)
+			return kafka_problem(problem,
+								 psprintf("Kafka client property \"%s\" must be a string, a number or a boolean", name),
+								 NULL, nulls_remove ? pstrdup("Give null to remove it.") : NULL);
+		{
+			KafkaProp  *p = palloc(sizeof(KafkaProp));
+
+			p->name = name;
+			p->value = value;
+			*props = lappend(*props, p);
+		}
+	}
+	list_sort(*props, kafka_prop_cmp);
+	return true;
+}
+
+/* The properties of a stored object (shown or write-only), NULL: none. */
+static bool
+kafka_props_stored(List **props, Jsonb *stored, KafkaProblem *problem)
+{
+	if (stored == NULL)
+		return true;
+	if (!JB_ROOT_IS_OBJECT(stored))
+		return kafka_problem(problem, pstrdup("stored Kafka client properties are not a JSON object"),
+							 NULL, NULL);
+	return kafka_props_merge(props, &stored->root, false, problem);
+}
+
+/* The shown (or, if want_secret, the write-only) properties as an object; NULL: no write-only ones. */
+static Jsonb *
+kafka_props_jsonb(List *props, bool want_secret)
+{
+	JsonbParseState *state = NULL;
+	JsonbValue	v;
+	ListCell   *lc;
+	int			n = 0;
+
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	foreach(lc, props)
+	{
+		KafkaProp  *p = lfirst(lc);
+		const KafkaProperty *prop = kafka_property(p->name);
+
+		if ((prop != NULL && prop->rule == KAFKA_SECRET) != want_secret)
+			continue;
+		n++;
+		v.type = jbvString;
+		v.val.string.val = p->name;
+		v.val.string.len = strlen(p->name);
+		pushJsonbValue(&state, WJB_KEY, &v);
+		v.val.string.val = p->value;
+		v.val.string.len = strlen(p->value);
+		pushJsonbValue(&state, WJB_VALUE, &v);
+	}
+	if (want_secret && n == 0)
+		return NULL;
+	return JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL));
+}
+
+/* Check props against a scratch configuration; false with *problem at the first bad one. */
+static bool
+kafka_props_check(List *props, KafkaProblem *problem)
+{
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	ListCell   *lc;
+	bool		ok = true;
+
+	if (conf == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	foreach(lc, props)
+	{
+		KafkaProp  *p = lfirst(lc);
+		bool		secret;
+
+		if (!kafka_property_set(conf, p->name, p->value, &secret, problem))
+		{
+			ok = false;
+			break;
+		}
+	}
+	rd_kafka_conf_destroy(conf);
+	return ok;
+}
+
+void
+kafka_options_merge(Jsonb *given, Jsonb *shown, Jsonb *secret, Jsonb **shown_out, Jsonb **secret_out)
+{
+	List	   *props = NIL;
+	KafkaProblem problem = {0};
+
+	if (given != NULL && !JB_ROOT_IS_OBJECT(given))
+		kafka_problem(&problem, pstrdup("option \"" KAFKA_OPTIONS_KEY "\" must be a JSON object of Kafka client properties"),
+					  NULL, NULL);
+	else if (kafka_props_stored(&props, shown, &problem) &&
+			 kafka_props_stored(&props, secret, &problem) &&
+			 (given == NULL || kafka_props_merge(&props, &given->root, true, &problem)))
+		kafka_props_check(props, &problem);
+	if (problem.message != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg_internal("%s", problem.message),
+				 problem.detail ? errdetail_internal("%s", problem.detail) : 0,
+				 problem.hint ? errhint("%s", problem.hint) : 0));
+	*shown_out = kafka_props_jsonb(props, false);
+	*secret_out = kafka_props_jsonb(props, true);
+}
+
+/* ----------------------------------------------------------------
+ * URLs and topic names
+ * ----------------------------------------------------------------
+ */
+
+typedef struct KafkaUrl
+{
+	char	   *brokers;		/* "host:port,...", for bootstrap.servers */
+	char	   *topic;			/* a topic, or a template with {topic} */
+} KafkaUrl;
+
+bool
+kafka_url_is_kafka(const char *url)
+{
+	return pg_strncasecmp(url, "kafka:", strlen("kafka:")) == 0;
+}
+
+/* ASCII only, whatever the server's locale */
+static bool
+kafka_alnum(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+static bool
+kafka_topic_char(char c)
+{
+	return kafka_alnum(c) || c == '.' || c == '_' || c == '-';
+}
+
+/* Why name (len bytes) is not a legal Kafka topic name, or NULL. */
+static const char *
+kafka_topic_refused(const char *name, int len)
+{
+	if (len == 0)
+		return "a Kafka topic name must not be empty";
+	if (len > KAFKA_MAX_TOPIC_LEN)
+		return "a Kafka topic name may have at most 249 characters";
+	if ((len == 1 && name[0] == '.') || (len == 2 && name[0] == '.' && name[1] == '.'))
+		return "a Kafka topic name may not be \".\" or \"..\"";
+	for (int i = 0; i < len; i++)
+		if (!kafka_topic_char(name[i]))
+			return "a Kafka topic name may have letters, digits, \".\", \"_\" and \"-\" only";
+	return NULL;
+}
+
+/* Why a topic template is not valid, or NULL. */
+static const char *
+kafka_template_refused(const char *t)
+{
+	int			literal = 0;
+	int			placeholders = 0;
+	int			plen = strlen(KAFKA_PLACEHOLDER);
+
+	for (const char *p = t; *p;)
+	{
+		if (strncmp(p, KAFKA_PLACEHOLDER, plen) == 0)
+		{
+			placeholders++;
+			p += plen;
+			continue;
+		}
+		if (!kafka_topic_char(*p))
+			return "the topic may have letters, digits, \".\", \"_\", \"-\" and {topic} only";
+		literal++;
+		p++;
+	}
+	if (placeholders == 0)
+		return kafka_topic_refused(t, literal);
+	if (literal + placeholders > KAFKA_MAX_TOPIC_LEN)
+		return "the topic template is longer than any Kafka topic name may be";
+	return NULL;
+}
+
+/* Why "host:port" (len bytes, IPv6 in brackets) is not valid, or NULL. */
+static const char *
+kafka_broker_refused(const char *s, int len)
+{
+	const char *colon;
+	int			hostlen;
+	long		port = 0;
+
+	if (len == 0)
+		return "a broker is missing between commas";
+	if (s[0] == '[')
+	{
+		const char *close = memchr(s, ']', len);
+
+		if (close == NULL || close == s + 1)
+			return "an IPv6 address must be inside brackets: [::1]:9092";
+		for (const char *p = s + 1; p < close; p++)
+			if (!kafka_alnum(*p) && *p != ':' && *p != '.')
+				return "an IPv6 address in brackets may have letters, digits, \":\" and \".\" only";
+		colon = close + 1;
+		if (colon >= s + len || *colon != ':')
+			return "every broker needs a port: host:9092";
+	}
+	else
+	{
+		colon = NULL;
+		for (const char *p = s; p < s + len; p++)
+			if (*p == ':')
+				colon = p;
+		if (colon == NULL)
+			return "every broker needs a port: host:9092";
+		hostlen = colon - s;
+		if (hostlen == 0 || hostlen > KAFKA_MAX_HOST_LEN)
+			return "a broker's host name must have 1 to 253 characters";
+		for (const char *p = s; p < colon; p++)
+			if (!kafka_alnum(*p) && *p != '.' && *p != '-' && *p != '_')
+				return "a broker's host may have letters, digits, \".\", \"-\" and \"_\" only (IPv6 addresses in brackets)";
+	}
+	if (colon + 1 == s + len || len - (colon + 1 - s) > 5)
+		return "a broker's port must be a number from 1 to 65535";
+	for (const char *p = colon + 1; p < s + len; p++)
+	{
+		if (*p < '0' || *p > '9')
+			return "a broker's port must be a number from 1 to 65535";
+		port = port * 10 + (*p - '0');
+	}
+	if (port < 1 || port > KAFKA_MAX_PORT)
+		return "a broker's port must be a number from 1 to 65535";
+	return NULL;
+}
+
+/* Parse kafka://brokers/topic; false with *problem if it is not valid. */
+static bool
+kafka_url_parse(const char *url, KafkaUrl *out, char **problem)
+{
+	const char *rest;
+	const char *slash;
+	const char *why = NULL;
+
+	if (pg_strncasecmp(url, KAFKA_SCHEME, strlen(KAFKA_SCHEME)) != 0)
+		why = "it must start with kafka://";
+	else if (strchr(url, '@'))
+		why = "it may not carry credentials: give them in options.kafka (sasl.username, sasl.password)";
+	else if (strpbrk(url, "?#"))
+		why = "it may not have a query or a fragment";
+	else if ((slash = strchr(url + strlen(KAFKA_SCHEME), '/')) == NULL || slash[1] == '\0')
+		why = "it needs a topic after the brokers: kafka://host:9092/topic";
+	else
+	{
+		rest = url + strlen(KAFKA_SCHEME);
+		if (rest == slash)
+			why = "it needs at least one broker: kafka://host:9092/topic";
+		for (const char *b = rest; why == NULL && b < slash;)
+		{
+			const char *comma = memchr(b, ',', slash - b);
+			const char *end = comma ? comma : slash;
+
+			why = kafka_broker_refused(b, end - b);
+			b = comma ? comma + 1 : slash;
+			if (why == NULL && comma != NULL && b == slash)
+				why = "a broker is missing after the last comma";
+		}
+		if (why == NULL)
+			why = kafka_template_refused(slash + 1);
+		if (why == NULL)
+		{
+			out->brokers = pnstrdup(rest, slash - rest);
+			out->topic = pstrdup(slash + 1);
+			return true;
+		}
+	}
+	*problem = pstrdup(why);
+	return false;
+}
+
+char *
+kafka_url_check(const char *url, char **problem)
+{
+	KafkaUrl	u;
+
+	if (!kafka_url_parse(url, &u, problem))
+		return NULL;
+	return psprintf(KAFKA_SCHEME "%s/%s", u.brokers, u.topic);
+}
+
+/* outbox._check_kafka_url(url text) returns text: the URL as stored, or 22023 */
+Datum
+outbox_check_kafka_url(PG_FUNCTION_ARGS)
+{
+	char	   *url = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *problem = NULL;
+	char	   *normal = kafka_url_check(url, &problem);
+
+	if (normal == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid Kafka endpoint URL \"%s\"", url),
+				 errdetail("In a kafka:// URL, %s.", problem),
+				 errhint("Give kafka://host:port[,host:port...]/topic, where {topic} in the topic stands for the message's topic.")));
+	PG_RETURN_TEXT_P(cstring_to_text(normal));
+}
+
+/* ----------------------------------------------------------------
+ * Producers, delivery reports and their results
+ * ----------------------------------------------------------------
+ */
+
+typedef struct KafkaProducer
+{
+	struct KafkaProducer *next; /* in producers */
+	uint64		id;				/* never reused */
+	uint64		after;			/* its predecessor: it takes no record until that one
+								 * has reported all of its own; 0: none */
+	rd_kafka_t *rk;
+	rd_kafka_queue_t *mainq;	/* its main queue, raising events on kafka_eventfd */
+	int			refs;			/* endpoints (KafkaConn) sending to it */
+	int			outstanding;	/* records taken, not reported by librdkafka yet */
+	int			unpopped;		/* records reported, not returned by next_result yet */
+	bool		fenced;			/* a record failed: take none until all are returned */
+	bool		purge_wanted;	/* the fence was raised: purge its queue */
+	bool		fatal;			/* librdkafka raised a fatal error: replace it */
+	bool		error_logged;	/* the cluster's error since the last success is logged */
+	bool		destroying;		/* handed to a destroying thread: callbacks do nothing */
+	char		name[OUTBOX_MAX_NAME_BYTES + 1];	/* its endpoint's, for the log */
+	char		cluster_error[OUTBOX_LAST_ERROR_BYTES]; /* from the error callback */
+} KafkaProducer;
+
+/* A record sent, malloc'd at send time and filled in by its delivery report. */
+typedef struct KafkaRecord
+{
+	struct KafkaRecord *next;	/* in the results FIFO, once reported */
+	KafkaProducer *producer;
+	void	   *owner;
+	TransportOutcome outcome;
+	char		error[OUTBOX_LAST_ERROR_BYTES];
+} KafkaRecord;
+
+/* One of an endpoint's headers, as sent */
+typedef struct KafkaHeader
+{
+	char	   *name;
+	char	   *value;
+} KafkaHeader;
+
+/* An endpoint's connection state (in the endpoint's memory context). */
+typedef struct KafkaConn
+{
+	KafkaProducer *producer;	/* where its records go */
+	char	   *name;
+	char	   *fingerprint;	/* what the producer is made of */
+	char	   *headers_json;
+	KafkaUrl	url;
+	int			timeout_ms;
+	List	   *props;			/* KafkaProp: its client properties, to remake the producer */
+	int			nheaders;
+	KafkaHeader *headers;		/* its headers, as sent */
+} KafkaConn;
+
+static int	kafka_eventfd = -1;
+static const uint64 kafka_event_payload = 1;	/* what librdkafka writes to it */
+static KafkaProducer *producers = NULL; /* every producer not handed over for destruction */
+static uint64 producer_ids = 0;
+static KafkaRecord *results_head = NULL;
+static KafkaRecord *results_tail = NULL;
+static int	unreported = 0;		/* records taken, not yet returned by next_result */
+static TimestampTz remake_retry_at = 0; /* a producer could not be remade; 0: none */
+
+static TransportOutcome
+kafka_outcome(rd_kafka_resp_err_t err)
+{
+	switch (err)
+	{
+		case RD_KAFKA_RESP_ERR_NO_ERROR:
+			return TRANSPORT_OK;
+		case RD_KAFKA_RESP_ERR__PURGE_QUEUE:
+			return TRANSPORT_NOT_SENT;
+		case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+		case RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE:
+		case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+		case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+		case RD_KAFKA_RESP_ERR_INVALID_TIMESTAMP:
+		case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+		case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
+		case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
+		case RD_KAFKA_RESP_ERR_POLICY_VIOLATION:
+		case RD_KAFKA_RESP_ERR_INVALID_REQUIRED_ACKS:
+		case RD_KAFKA_RESP_ERR_UNSUPPORTED_FOR_MESSAGE_FORMAT:
+		case RD_KAFKA_RESP_ERR_UNSUPPORTED_COMPRESSION_TYPE:
+		case RD_KAFKA_RESP_ERR__BAD_MSG:
+		case RD_KAFKA_RESP_ERR__INVALID_ARG:
+			return TRANSPORT_PERMANENT;
+		default:
+			return TRANSPORT_RETRY;
+	}
+}
+
+/* "kafka: <description>", and the cluster's last error after a timeout. */
+static void
+kafka_error_text(char *buf, size_t size, rd_kafka_resp_err_t err, const KafkaProducer *p)
+{
+	if (p->cluster_error[0] != '\0' &&
+		(err == RD_KAFKA_RESP_ERR__MSG_TIMED_OUT || err == RD_KAFKA_RESP_ERR__TIMED_OUT))
+		snprintf(buf, size, "kafka: %s (%s)", rd_kafka_err2str(err), p->cluster_error);
+	else
+		snprintf(buf, size, "kafka: %s", rd_kafka_err2str(err));
+}
+
+/* A record's outcome is known: into the FIFO; a failure raises the fence. */
+static void
+kafka_reported(KafkaProducer *p, KafkaRecord *rec)
+{
+	if ((rec->outcome == TRANSPORT_RETRY || rec->outcome == TRANSPORT_NOT_SENT) && !p->fenced)
+	{
+		p->fenced = true;
+		p->purge_wanted = true;
+	}
+	p->unpopped++;
+	rec->next = NULL;
+	if (results_tail)
+		results_tail->next = rec;
+	else
+		results_head = rec;
+	results_tail = rec;
+}
+
+/*
+ * librdkafka's delivery report, served by rd_kafka_poll in progress():
+ * fills in the record.  No palloc, no ereport.
+ */
+static void
+kafka_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+	KafkaProducer *p = opaque;
+	KafkaRecord *rec = m->_private;
+
+	if (p->destroying || rec == NULL)
+		return;
+	rec->outcome = kafka_outcome(m->err);
+	if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		rec->error[0] = '\0';
+		p->cluster_error[0] = '\0'; /* it works again */
+		p->error_logged = false;
+	}
+	else
+		kafka_error_text(rec->error, sizeof(rec->error), m->err, p);
+	p->outstanding--;
+	kafka_reported(p, rec);
+}
+
+/* An error of the cluster or the client (fatal ones too): kept for last_error. */
+static void
+kafka_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+	KafkaProducer *p = opaque;
+
+	if (!p->destroying)
+		snprintf(p->cluster_error, sizeof(p->cluster_error), "%s", reason);
+}
+
+/* librdkafka's log lines, from any of its threads: dropped */
+static void
+kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+}
+
+static KafkaProducer *
+kafka_producer_find(uint64 id)
+{
+	for (KafkaProducer *p = producers; p; p = p->next)
+		if (p->id == id)
+			return p;
+	return NULL;
+}
+
+/*
+ * Has p, and every predecessor it waits for, returned all its records?  A
+ * producer no longer in the list has.
+ */
+static bool
+kafka_drained(KafkaProducer *p)
+{
+	for (; p != NULL; p = p->after ? kafka_producer_find(p->after) : NULL)
+		if (p->outstanding > 0 || p->unpopped > 0)
+			return false;
+	return true;
+}
+
+/* The fence falls once every record the producer took is returned. */
+static void
+kafka_settle(KafkaProducer *p)
+{
+	if (p->fenced && !p->fatal && p->outstanding == 0 && p->unpopped == 0)
+		p->fenced = false;
+}
+
+static void
+kafka_purge(KafkaProducer *p)
+{
+	rd_kafka_resp_err_t err = rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_NON_BLOCKING);
+
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		elog(WARNING, "outbox: could not purge the Kafka producer of endpoint \"%s\": %s",
+			 p->name, rd_kafka_err2str(err));
+}
+
+static void *
+kafka_destroy_main(void *arg)
+{
+	KafkaProducer *p = arg;
+
+	rd_kafka_destroy(p->rk);
+	free(p);
+	return NULL;
+}
+
+/*
+ * Destroy a producer that has returned every record, on a thread of its
+ * own (with every signal blocked, as librdkafka's threads are), so that the
+ * relay never waits for librdkafka's threads to end.
+ */
+static void
+kafka_producer_destroy(KafkaProducer *p)
+{
+	pthread_t	thread;
+	pthread_attr_t attr;
+	sigset_t	all;
+	sigset_t	saved;
+	bool		started = false;
+
+	rd_kafka_queue_io_event_enable(p->mainq, -1, NULL, 0);
+	rd_kafka_queue_destroy(p->mainq);
+	p->destroying = true;
+	if (sigfillset(&all) == 0 && pthread_sigmask(SIG_SETMASK, &all, &saved) == 0)
+	{
+		if (pthread_attr_init(&attr) == 0)
+		{
+			started = pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0 &&
+				pthread_create(&thread, &attr, kafka_destroy_main, p) == 0;
+			pthread_attr_destroy(&attr);
+		}
+		if (pthread_sigmask(SIG_SETMASK, &saved, NULL) != 0)
+			elog(FATAL, "could not restore the signal mask");
+	}
+	if (!started)
+		kafka_destroy_main(p);	/* it takes milliseconds as a rule */
+}
+
+/* An endpoint stops using p; when none does, its queued records come back (not sent). */
+static void
+kafka_producer_unref(KafkaProducer *p)
+{
+	if (--p->refs == 0)
+		kafka_purge(p);
+}
+
+static void
+kafka_init_once(void)
+{
+	if (kafka_eventfd >= 0)
+		return;
+	kafka_eventfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (kafka_eventfd < 0)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not create an eventfd for Kafka delivery reports: %m")));
+}
+
+/*
+ * A new producer for conn's settings, or NULL with *problem.  Defaults
+ * first, then the endpoint's properties (checked again: a row changed by
+ * hand), then what outbox fixes.
+ */
+static KafkaProducer *
+kafka_producer_new(KafkaConn *conn, char **problem)
+{
+	static const char *const defaults[][2] = {
+		{"client.id", KAFKA_DEFAULT_CLIENT_ID},
+		{"linger.ms", KAFKA_DEFAULT_LINGER_MS},
+		{"reconnect.backoff.ms", KAFKA_DEFAULT_RECONNECT_MS},
+		{"reconnect.backoff.max.ms", KAFKA_DEFAULT_RECONNECT_MAX_MS},
+		{"socket.nagle.disable", "true"},
+		{"max.in.flight.requests.per.connection", CppAsString2(KAFKA_MAX_IN_FLIGHT_REQUESTS)},
+	};
+	char		timeout[16];
+	const char *const fixed[][2] = {
+		{"bootstrap.servers", conn->url.brokers},
+		{"message.timeout.ms", timeout},
+		{"enable.idempotence", "true"},
+		{"acks", "all"},
+		{"partitioner", "murmur2_random"},
+	};
+	rd_kafka_conf_t *conf;
+	KafkaProducer *p;
+	char		errstr[KAFKA_ERRSTR_BYTES];
+	KafkaProblem bad = {0};
+	ListCell   *lc;
+
+	kafka_init_once();
+	snprintf(timeout, sizeof(timeout), "%d", conn->timeout_ms);
+	p = calloc(1, sizeof(KafkaProducer));
+	conf = rd_kafka_conf_new();
+	if (p == NULL || conf == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	strlcpy(p->name, conn->name, sizeof(p->name));
+
+	for (int i = 0; i < lengthof(defaults) && bad.message == NULL; i++)
+		if (rd_kafka_conf_set(conf, defaults[i][0], defaults[i][1], errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
+			bad.message = pstrdup(errstr);
+	foreach(lc, conn->props)
+	{
+		KafkaProp  *prop = lfirst(lc);
+		bool		secret;
+
+		if (bad.message != NULL || !kafka_property_set(conf, prop->name, prop->value, &secret, &bad))
+			break;
+	}
+	for (int i = 0; i < lengthof(fixed) && bad.message == NULL; i++)
+		if (rd_kafka_conf_set(conf, fixed[i][0], fixed[i][1], errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
+			bad.message = pstrdup(errstr);
+	if (bad.message != NULL)
+	{
+		rd_kafka_conf_destroy(conf);
+		free(p);
+		*problem = bad.detail ? psprintf("%s: %s", bad.message, bad.detail) : bad.message;
+		return NULL;
+	}
+
+	rd_kafka_conf_set_opaque(conf, p);
+	rd_kafka_conf_set_dr_msg_cb(conf, kafka_dr_cb);
+	rd_kafka_conf_set_error_cb(conf, kafka_error_cb);
+	rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
+	p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+	if (p->rk == NULL)
+	{
+		rd_kafka_conf_destroy(conf);	/* rd_kafka_new keeps it only on success */
+		free(p);
+		*problem = psprintf("kafka: %s", errstr);
+		return NULL;
+	}
+	p->mainq = rd_kafka_queue_get_main(p->rk);
+	rd_kafka_queue_io_event_enable(p->mainq, kafka_eventfd, &kafka_event_payload,
+								   sizeof(kafka_event_payload));
+	p->id = ++producer_ids;
+	p->refs = 1;
+	p->next = producers;
+	producers = p;
+	return p;
+}
+
+/*
+ * May conn's producer take a record now?  Replaces a producer that hit a
+ * fatal error; waits for predecessors and for the fence to fall.
+ */
+static bool
+kafka_conn_ready(KafkaConn *conn)
+{
+	KafkaProducer *p = conn->producer;
+
+	if (p->fatal)
+	{
+		char	   *problem = NULL;
+		KafkaProducer *fresh;
+
+		if (remake_retry_at != 0)
+			return false;
+		fresh = kafka_producer_new(conn, &problem);
+		if (fresh == NULL)
+		{
+			ereport(LOG,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("outbox: could not make a new Kafka producer for endpoint \"%s\": %s",
+							conn->name, problem)));
+			remake_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), KAFKA_REMAKE_RETRY_MS);
+			return false;
+		}
+		fresh->after = p->id;
+		kafka_producer_unref(p);
+		conn->producer = p = fresh;
+	}
+	if (p->after != 0)
+	{
+		if (!kafka_drained(kafka_producer_find(p->after)))
+			return false;
+		p->after = 0;
+	}
+	return !p->fenced;
+}
+
+/* ----------------------------------------------------------------
+ * The transport
+ * ----------------------------------------------------------------
+ */
+
+static pgsocket
+kafka_init(void)
+{
+	kafka_init_once();
+	return kafka_eventfd;
+}
+
+static long
+kafka_timeout(void)
+{
+	if (results_head != NULL)
+		return 0;				/* results made in send(): hand them over now */
+	if (remake_retry_at != 0)
+	{
+		long		ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), remake_retry_at);
+
+		return Max(ms, 0);
+	}
+	return -1;
+}
+
+/* Serve every producer's queue to empty; fences, fatal errors, destruction. */
+static void
+kafka_progress(bool ready)
+{
+	KafkaProducer **link = &producers;
+
+	if (ready)
+	{
+		uint64		n;
+
+		/* first clear the eventfd, then serve to empty: no wake-up is lost */
+		while (read(kafka_eventfd, &n, sizeof(n)) == sizeof(n))
+			;
+	}
+	if (remake_retry_at != 0 && GetCurrentTimestamp() >= remake_retry_at)
+		remake_retry_at = 0;
+
+	while (*link != NULL)
+	{
+		KafkaProducer *p = *link;
+		char		errstr[KAFKA_ERRSTR_BYTES];
+
+		while (rd_kafka_poll(p->rk, 0) > 0)
+			;
+		if (!p->fatal && rd_kafka_fatal_error(p->rk, errstr, sizeof(errstr)) != RD_KAFKA_RESP_ERR_NO_ERROR)
+		{
+			/* librdkafka has purged its queue; the next send() replaces it */
+			p->fatal = p->fenced = true;
+			ereport(LOG,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("outbox: the Kafka producer of endpoint \"%s\" failed: %s", p->name, errstr),
+					 errdetail("A new producer takes over once the failed one has reported its records.")));
+		}
+		if (p->purge_wanted)
+		{
+			kafka_purge(p);
+			p->purge_wanted = false;
+		}
+		if (p->cluster_error[0] != '\0' && !p->error_logged)
+		{
+			/* once per failure, not at every reconnect attempt */
+			ereport(LOG,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("outbox: Kafka endpoint \"%s\": %s", p->name, p->cluster_error)));
+			p->error_logged = true;
+		}
+		kafka_settle(p);
+		if (p->refs == 0 && kafka_drained(p))
+		{
+			*link = p->next;
+			kafka_producer_destroy(p);
+			continue;
+		}
+		link = &p->next;
+	}
+}
+
+static bool
+kafka_next_result(TransportResult *r)
+{
+	KafkaRecord *rec = results_head;
+
+	if (rec == NULL)
+		return false;
+	results_head = rec->next;
+	if (results_head == NULL)
+		results_tail = NULL;
+	unreported--;
+	rec->producer->unpopped--;
+	kafka_settle(rec->producer);
+	r->owner = rec->owner;
+	r->outcome = rec->outcome;
+	r->status = 0;
+	r->retry_after_ms = -1;
+	r->pause = false;
+	strlcpy(r->error, rec->error, sizeof(r->error));
+	free(rec);
+	return true;
+}
+
+static int
+kafka_in_flight(void)
+{
+	return unreported;
+}
+
+/* Is name (len bytes) among the first n headers (case-insensitive)? */
+static bool
+kafka_header_taken(const KafkaHeader *headers, int n, const char *name, int len)
+{
+	for (int i = 0; i < n; i++)
+		if (strlen(headers[i].name) == len && pg_strncasecmp(headers[i].name, name, len) == 0)
+			return true;
+	return false;
+}
+
+/* The endpoint's headers, as sent: validate.c's rule, each name once. */
+static void
+kafka_conn_headers(KafkaConn *conn)
+{
+	Jsonb	   *jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(conn->headers_json)));
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	char	   *name = NULL;
+	int			namelen = 0;
+	HeaderProblem problem;
+
+	conn->nheaders = 0;
+	conn->headers = NULL;
+	if (!JB_ROOT_IS_OBJECT(jb))
+		return;
+	conn->headers = palloc(sizeof(KafkaHeader) * Max(JB_ROOT_COUNT(jb), 1));
+	it = JsonbIteratorInit(&jb->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+		{
+			name = v.val.string.val;
+			namelen = v.val.string.len;
+		}
+		if (tok != WJB_VALUE || !outbox_header_allowed(name, namelen, &v, false, &problem) ||
+			kafka_header_taken(conn->headers, conn->nheaders, name, namelen))
+			continue;
+		conn->headers[conn->nheaders].name = pnstrdup(name, namelen);
+		conn->headers[conn->nheaders].value = pnstrdup(v.val.string.val, v.val.string.len);
+		conn->nheaders++;
+	}
+}
+
+static void *
+kafka_open(const TransportConfig *cfg, void *prev, MemoryContext cxt, char **problem)
+{
+	KafkaConn  *old = prev;
+	MemoryContext saved = MemoryContextSwitchTo(cxt);
+	KafkaConn  *conn = palloc0(sizeof(KafkaConn));
+	Jsonb	   *shown = NULL;
+	Jsonb	   *secret = cfg->secret_options;
+	KafkaProblem bad = {0};
+	JsonbValue	v;
+
+	*problem = NULL;
+	conn->name = pstrdup(cfg->name);
+	conn->timeout_ms = cfg->timeout_ms;
+	conn->headers_json = pstrdup(cfg->headers_json ? cfg->headers_json : "{}");
+	if (cfg->options != NULL && JB_ROOT_IS_OBJECT(cfg->options) &&
+		getKeyJsonValueFromContainer(&cfg->options->root, KAFKA_OPTIONS_KEY, strlen(KAFKA_OPTIONS_KEY), &v) != NULL)
+	{
+		if (v.type == jbvBinary && JsonContainerIsObject(v.val.binary.data))
+			shown = JsonbValueToJsonb(&v);
+		else
+			kafka_problem(&bad, pstrdup("option \"" KAFKA_OPTIONS_KEY "\" is not a JSON object"), NULL, NULL);
+	}
+	if (cfg->batch_size != 1)
+		*problem = psprintf("option \"batch_size\" is %d: a Kafka endpoint sends one record per message",
+							cfg->batch_size);
+	else if (!kafka_url_parse(cfg->url, &conn->url, problem))
+		*problem = psprintf("invalid Kafka endpoint URL: %s", *problem);
+	else if (bad.message != NULL ||
+			 !kafka_props_stored(&conn->props, shown, &bad) ||
+			 !kafka_props_stored(&conn->props, secret, &bad))
+		*problem = bad.message;
+	else
+		kafka_conn_headers(conn);
+	conn->fingerprint = psprintf("%s\n%d\n%s\n%s", cfg->url, cfg->timeout_ms,
+								 shown ? JsonbToCString(NULL, &shown->root, VARSIZE(shown)) : "",
+								 secret ? JsonbToCString(NULL, &secret->root, VARSIZE(secret)) : "");
+	MemoryContextSwitchTo(saved);
+	if (*problem != NULL)
+		return NULL;
+
+	if (old != NULL && strcmp(old->fingerprint, conn->fingerprint) == 0)
+	{
+		if (strcmp(old->headers_json, conn->headers_json) == 0)
+			return old;
+		conn->producer = old->producer; /* only the headers changed */
+		conn->producer->refs++;
+		return conn;
+	}
+	conn->producer = kafka_producer_new(conn, problem);
+	if (conn->producer == NULL)
+		return NULL;
+	/* records of two producers are not ordered: the old one returns all of its own first */
+	if (old != NULL)
+		conn->producer->after = old->producer->id;
+	return conn;
+}
+
+/* created_at (microseconds since 2000-01-01) as Kafka's milliseconds since 1970 */
+static int64
+kafka_timestamp(TimestampTz t)
+{
+	int64		us = t + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
+	int64		ms = us / 1000 - (us % 1000 < 0 ? 1 : 0);
+
+	return Max(ms, 0);			/* 0: librdkafka stamps it now */
+}
+
+/* The record's headers: outbox's, the endpoint's, then the message's own. */
+static rd_kafka_headers_t *
+kafka_record_headers(KafkaConn *conn, const TransportMessage *m)
+{
+	rd_kafka_headers_t *h = rd_kafka_headers_new(2 + conn->nheaders);
+	char		id[32];
+	bool		ok;
+
+	snprintf(id, sizeof(id), "msg_" INT64_FORMAT, m->id);
+	ok = rd_kafka_header_add(h, "outbox-id", -1, id, -1) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+		rd_kafka_header_add(h, "outbox-topic", -1, m->topic, -1) == RD_KAFKA_RESP_ERR_NO_ERROR;
+	for (int i = 0; ok && i < conn->nheaders; i++)
+		ok = rd_kafka_header_add(h, conn->headers[i].name, -1, conn->headers[i].value, -1) ==
+			RD_KAFKA_RESP_ERR_NO_ERROR;
+	if (ok && m->headers != NULL && JB_ROOT_IS_OBJECT(m->headers))
+	{
+		JsonbIterator *it = JsonbIteratorInit(&m->headers->root);
+		JsonbValue	v;
+		JsonbIteratorToken tok;
+		char	   *name = NULL;
+		int			namelen = 0;
+		HeaderProblem problem;
+
+		while (ok && (tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		{
+			if (tok == WJB_KEY)
+			{
+				name = v.val.string.val;
+				namelen = v.val.string.len;
+			}
+			/* outbox-* are refused by the rule; the endpoint's win */
+			if (tok == WJB_VALUE && outbox_header_allowed(name, namelen, &v, true, &problem) &&
+				!kafka_header_taken(conn->headers, conn->nheaders, name, namelen))
+				ok = rd_kafka_header_add(h, name, namelen, v.val.string.val, v.val.string.len) ==
+					RD_KAFKA_RESP_ERR_NO_ERROR;
+		}
+	}
+	if (!ok)
+		elog(ERROR, "could not add a header to a Kafka record");
+	return h;
+}
+
+/* The record's topic: {topic} replaced; NULL, with *why, if it is not a legal one. */
+static char *
+kafka_record_topic(const char *template, const char *topic, char **why)
+{
+	StringInfoData s;
+	int			plen = strlen(KAFKA_PLACEHOLDER);
+	const char *refused;
+
+	initStringInfo(&s);
+	for (const char *p = template; *p;)
+	{
+		if (strncmp(p, KAFKA_PLACEHOLDER, plen) == 0)
+		{
+			appendStringInfoString(&s, topic);
+			p += plen;
+		}
+		else
+			appendStringInfoChar(&s, *p++);
+	}
+	refused = kafka_topic_refused(s.data, s.len);
+	if (refused == NULL)
+		return s.data;
+	*why = psprintf("kafka: %s: \"%s\"", refused, s.data);
+	return NULL;
+}
+
+/* Produce one record; the error librdkafka returns at once. */
+static rd_kafka_resp_err_t
+kafka_produce(KafkaConn *conn, KafkaRecord *rec, const char *topic, const TransportMessage *m)
+{
+	char	   *value = JsonbToCString(NULL, &m->payload->root, VARSIZE(m->payload));
+	rd_kafka_headers_t *headers = kafka_record_headers(conn, m);
+	rd_kafka_resp_err_t err;
+
+	err = rd_kafka_producev(conn->producer->rk,
+							RD_KAFKA_V_TOPIC(topic),
+							RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+							RD_KAFKA_V_VALUE(value, strlen(value)),
+							RD_KAFKA_V_KEY(m->key, m->key ? strlen(m->key) : 0),
+							RD_KAFKA_V_TIMESTAMP(kafka_timestamp(m->created_at)),
+							RD_KAFKA_V_HEADERS(headers),
+							RD_KAFKA_V_OPAQUE(rec),
+							RD_KAFKA_V_END);
+	pfree(value);
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		rd_kafka_headers_destroy(headers);	/* the producer keeps them only on success */
+	return err;
+}
+
+/*
+ * One record for msgs[0] (batch_size is 1).  0 with a refusal: its topic is
+ * not legal, or librdkafka refuses the record for good (too large); 0
+ * without: the producer's queue is full, its fence is up, or it waits for a
+ * predecessor (a result will come).
+ */
+static int
+kafka_send(void *connp, void *owner, const TransportMessage *msgs, int n, char **refusal)
+{
+	KafkaConn  *conn = connp;
+	const TransportMessage *m = &msgs[0];
+	KafkaRecord *rec;
+	rd_kafka_resp_err_t err;
+	char	   *topic;
+
+	*refusal = NULL;
+	Assert(n >= 1);
+	topic = kafka_record_topic(conn->url.topic, m->topic, refusal);
+	if (topic == NULL)
+		return 0;
+	rec = malloc(sizeof(KafkaRecord));
+	if (rec == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	rec->owner = owner;
+	rec->outcome = TRANSPORT_RETRY;
+	rec->error[0] = '\0';
+
+	/* a producer found fatal here is replaced at once, once */
+	for (int turn = 0; turn < 2; turn++)
+	{
+		if (!kafka_conn_ready(conn))
+			err = RD_KAFKA_RESP_ERR__QUEUE_FULL;
+		else if ((err = kafka_produce(conn, rec, topic, m)) == RD_KAFKA_RESP_ERR__FATAL)
+		{
+			conn->producer->fatal = conn->producer->fenced = true;
+			err = RD_KAFKA_RESP_ERR__QUEUE_FULL;
+			continue;
+		}
+		break;
+	}
+	pfree(topic);
+
+	if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		rec->producer = conn->producer;
+		conn->producer->outstanding++;
+		unreported++;
+		return 1;
+	}
+	if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+	{
+		free(rec);
+		return 0;
+	}
+	if (kafka_outcome(err) == TRANSPORT_PERMANENT)
+	{
+		*refusal = psprintf("kafka: %s", rd_kafka_err2str(err));
+		free(rec);
+		return 0;
+	}
+	/* taken, and failed at once (a topic the cluster does not have, say) */
+	kafka_error_text(rec->error, sizeof(rec->error), err, conn->producer);
+	rec->producer = conn->producer;
+	unreported++;
+	kafka_reported(conn->producer, rec);
+	return 1;
+}
+
+static void
+kafka_close(void *connp)
+{
+	KafkaConn  *conn = connp;
+
+	kafka_producer_unref(conn->producer);
+}
+
+const TransportOps kafka_transport = {
+	.name = "kafka",
+	.pipelined = true,
+	.init = kafka_init,
+	.timeout = kafka_timeout,
+	.progress = kafka_progress,
+	.next_result = kafka_next_result,
+	.in_flight = kafka_in_flight,
+	.open = kafka_open,
+	.send = kafka_send,
+	.close = kafka_close,
+};
