@@ -21,7 +21,7 @@ SHLIB_LINK  = -lcurl -lrdkafka
 PG_CFLAGS   = -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
               -Wno-missing-field-initializers $(OUTBOX_WERROR)
 
-REGRESS      = setup eventstore bad_input publish readers immutability roles search_path bulk endpoints projections options subscriptions ssrf message_size squat
+REGRESS      = setup eventstore bad_input publish readers immutability roles search_path bulk endpoints projections options subscriptions ssrf message_size squat kafka_config
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=$(srcdir)/test/outbox.conf
 
 ISOLATION      = append_race append_repeatable_read create_race lock_stream delete_race read_all_gapless \

@@ -166,11 +166,12 @@ typedef struct KafkaProperty
 	const char *why;			/* KAFKA_REFUSED: completes "property X ..." */
 } KafkaProperty;
 
-#define WHY_URL		"is taken from the endpoint's URL"
-#define WHY_TIMEOUT	"is the endpoint's timeout_ms option"
+#define WHY_URL		"is set from the endpoint's URL"
+#define WHY_TIMEOUT	"is set from the endpoint's timeout_ms option"
 #define WHY_CODE	"would load code or run a command on the database server"
 #define WHY_FILE	"would read a file on the database server"
 #define WHY_OUTBOX	"is managed by outbox"
+#define WHY_RETRIES	"is fixed: a record is retried until timeout_ms runs out (fewer retries could fail records out of order)"
 
 static const KafkaProperty kafka_properties[] = {
 	/* the cluster, and what outbox sets */
@@ -186,10 +187,10 @@ static const KafkaProperty kafka_properties[] = {
 	{"enable.idempotence", KAFKA_RESTRICTED},
 	{"max.in.flight", KAFKA_RESTRICTED},
 	{"max.in.flight.requests.per.connection", KAFKA_RESTRICTED},
-	{"retries", KAFKA_REFUSED, "would let records fail before timeout_ms runs out, out of order"},
-	{"message.send.max.retries", KAFKA_REFUSED, "would let records fail before timeout_ms runs out, out of order"},
-	{"enable.gapless.guarantee", KAFKA_REFUSED, "would stop the producer at one failed record (outbox keeps keys in order itself)"},
-	{"partitioner", KAFKA_REFUSED, "is murmur2_random, as Java producers partition keys"},
+	{"retries", KAFKA_REFUSED, WHY_RETRIES},
+	{"message.send.max.retries", KAFKA_REFUSED, WHY_RETRIES},
+	{"enable.gapless.guarantee", KAFKA_REFUSED, "would stop the producer at the first failed record (outbox keeps each key in order itself)"},
+	{"partitioner", KAFKA_REFUSED, "is fixed: keys are partitioned as Java producers do (murmur2_random)"},
 	{"queuing.strategy", KAFKA_REFUSED, "would reorder records"},
 	{"transactional.id", KAFKA_REFUSED, "is not used: outbox does not produce in transactions"},
 	{"transaction.timeout.ms", KAFKA_REFUSED, "is not used: outbox does not produce in transactions"},
@@ -647,8 +648,9 @@ kafka_broker_refused(const char *s, int len)
 		if (close == NULL || close == s + 1)
 			return "an IPv6 address must be inside brackets: [::1]:9092";
 		for (const char *p = s + 1; p < close; p++)
-			if (!kafka_alnum(*p) && *p != ':' && *p != '.')
-				return "an IPv6 address in brackets may have letters, digits, \":\" and \".\" only";
+			if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f') || (*p >= 'A' && *p <= 'F') ||
+				  *p == ':' || *p == '.'))
+				return "an IPv6 address may have hexadecimal digits, \":\" and \".\" only";
 		colon = close + 1;
 		if (colon >= s + len || *colon != ':')
 			return "every broker needs a port: host:9092";
@@ -690,18 +692,18 @@ kafka_url_parse(const char *url, KafkaUrl *out, char **problem)
 	const char *why = NULL;
 
 	if (pg_strncasecmp(url, KAFKA_SCHEME, strlen(KAFKA_SCHEME)) != 0)
-		why = "it must start with kafka://";
+		why = "the URL must start with kafka://";
 	else if (strchr(url, '@'))
-		why = "it may not carry credentials: give them in options.kafka (sasl.username, sasl.password)";
+		why = "the URL may not carry credentials: give them in options.kafka (sasl.username, sasl.password)";
 	else if (strpbrk(url, "?#"))
-		why = "it may not have a query or a fragment";
+		why = "the URL may not have a query or a fragment";
 	else if ((slash = strchr(url + strlen(KAFKA_SCHEME), '/')) == NULL || slash[1] == '\0')
-		why = "it needs a topic after the brokers: kafka://host:9092/topic";
+		why = "the URL needs a topic after the brokers: kafka://host:9092/topic";
 	else
 	{
 		rest = url + strlen(KAFKA_SCHEME);
 		if (rest == slash)
-			why = "it needs at least one broker: kafka://host:9092/topic";
+			why = "the URL needs at least one broker: kafka://host:9092/topic";
 		for (const char *b = rest; why == NULL && b < slash;)
 		{
 			const char *comma = memchr(b, ',', slash - b);
@@ -747,7 +749,7 @@ outbox_check_kafka_url(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid Kafka endpoint URL \"%s\"", url),
-				 errdetail("In a kafka:// URL, %s.", problem),
+				 errdetail("%c%s.", pg_toupper((unsigned char) problem[0]), problem + 1),
 				 errhint("Give kafka://host:port[,host:port...]/topic, where {topic} in the topic stands for the message's topic.")));
 	PG_RETURN_TEXT_P(cstring_to_text(normal));
 }
