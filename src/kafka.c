@@ -1000,6 +1000,26 @@ kafka_producer_destroy(KafkaProducer *p)
 		kafka_destroy_main(p);	/* it takes milliseconds as a rule */
 }
 
+/*
+ * librdkafka raised a fatal error on p (it has purged p's queue): the next
+ * send() replaces p, once p has returned its records.
+ */
+static void
+kafka_producer_failed(KafkaProducer *p)
+{
+	char		errstr[KAFKA_ERRSTR_BYTES];
+
+	if (p->fatal)
+		return;
+	if (rd_kafka_fatal_error(p->rk, errstr, sizeof(errstr)) == RD_KAFKA_RESP_ERR_NO_ERROR)
+		strlcpy(errstr, "fatal error", sizeof(errstr));
+	p->fatal = p->fenced = true;
+	ereport(LOG,
+			(errcode(ERRCODE_CONNECTION_FAILURE),
+			 errmsg("outbox: the Kafka producer of endpoint \"%s\" failed: %s", p->name, errstr),
+			 errdetail("A new producer takes over once the failed one has reported its records.")));
+}
+
 /* An endpoint stops using p; when none does, its queued records come back (not sent). */
 static void
 kafka_producer_unref(KafkaProducer *p)
@@ -1192,14 +1212,7 @@ kafka_progress(bool ready)
 		while (rd_kafka_poll(p->rk, 0) > 0)
 			;
 		if (!p->fatal && rd_kafka_fatal_error(p->rk, errstr, sizeof(errstr)) != RD_KAFKA_RESP_ERR_NO_ERROR)
-		{
-			/* librdkafka has purged its queue; the next send() replaces it */
-			p->fatal = p->fenced = true;
-			ereport(LOG,
-					(errcode(ERRCODE_CONNECTION_FAILURE),
-					 errmsg("outbox: the Kafka producer of endpoint \"%s\" failed: %s", p->name, errstr),
-					 errdetail("A new producer takes over once the failed one has reported its records.")));
-		}
+			kafka_producer_failed(p);
 		if (p->purge_wanted)
 		{
 			kafka_purge(p);
@@ -1490,7 +1503,7 @@ kafka_send(void *connp, void *owner, const TransportMessage *msgs, int n, char *
 			err = RD_KAFKA_RESP_ERR__QUEUE_FULL;
 		else if ((err = kafka_produce(conn, rec, topic, m)) == RD_KAFKA_RESP_ERR__FATAL)
 		{
-			conn->producer->fatal = conn->producer->fenced = true;
+			kafka_producer_failed(conn->producer);
 			err = RD_KAFKA_RESP_ERR__QUEUE_FULL;
 			continue;
 		}
