@@ -71,6 +71,7 @@ SELECT regress.try($$SELECT outbox.create_endpoint('e', 'kafka://b:9092/t', opti
 SELECT regress.try($$SELECT outbox.create_endpoint('e', 'kafka://b:9092/t', options => '{"kafka": {"message.timeout.ms": 1000}}')$$) AS message_timeout;
 SELECT regress.try($$SELECT outbox.create_endpoint('e', 'kafka://b:9092/t', options => '{"kafka": {"bootstrap.servers": "evil:9092"}}')$$) AS bootstrap;
 SELECT regress.try($$SELECT outbox.create_endpoint('e', 'kafka://b:9092/t', options => '{"kafka": {"transactional.id": "x"}}')$$) AS transactions;
+SELECT regress.try($$SELECT outbox.create_endpoint('e', 'kafka://b:9092/t', options => '{"kafka": {"topic.acks": "0"}}')$$) AS topic_prefixed_acks;
 -- code, commands and files of the database server
 SELECT regress.try($$SELECT outbox.create_endpoint('e', 'kafka://b:9092/t', options => '{"kafka": {"plugin.library.paths": "/tmp/evil.so"}}')$$) AS plugin;
 SELECT regress.try($$SELECT outbox.create_endpoint('e', 'kafka://b:9092/t', options => '{"kafka": {"interceptors": "x"}}')$$) AS interceptors;

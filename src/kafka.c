@@ -435,7 +435,7 @@ kafka_props_merge(List **props, JsonbContainer *obj, bool nulls_remove, KafkaPro
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
 		ListCell   *lc;
-		char	   *value;
+		KafkaProp  *prop;
 
 		if (tok == WJB_KEY)
 			name = pnstrdup(v.val.string.val, v.val.string.len);
@@ -449,18 +449,14 @@ kafka_props_merge(List **props, JsonbContainer *obj, bool nulls_remove, KafkaPro
 			}
 		if (v.type == jbvNull && nulls_remove)
 			continue;
-		value = kafka_value_text(&v);
-		if (value == NULL)
+		prop = palloc(sizeof(KafkaProp));
+		prop->name = name;
+		prop->value = kafka_value_text(&v);
+		if (prop->value == NULL)
 			return kafka_problem(problem,
 								 psprintf("Kafka client property \"%s\" must be a string, a number or a boolean", name),
 								 NULL, nulls_remove ? pstrdup("Give null to remove it.") : NULL);
-		{
-			KafkaProp  *p = palloc(sizeof(KafkaProp));
-
-			p->name = name;
-			p->value = value;
-			*props = lappend(*props, p);
-		}
+		*props = lappend(*props, prop);
 	}
 	list_sort(*props, kafka_prop_cmp);
 	return true;
