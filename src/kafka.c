@@ -38,6 +38,13 @@
  *  - Properties that load code, run commands or read files on the database
  *    server are refused before librdkafka sees their names (setting
  *    plugin.library.paths loads the plugin at once).
+ *  - outbox.blocked_networks holds for brokers too (bootstrap servers, and
+ *    the addresses the cluster advertises): librdkafka's connect callback,
+ *    in its broker threads, matches each address against the producer's
+ *    own copy of the setting (a reload may free the backend's) and refuses
+ *    a blocked one before connecting.  Records then time out, their
+ *    last_error naming the address; a changed setting applies to the
+ *    producers made after it (it is part of what open() compares).
  *
  * Per-key order.  The core pipelines a key's messages on this transport
  * (pipelined = true): the idempotent producer keeps a partition's records
@@ -97,9 +104,11 @@
  */
 #include "postgres.h"
 
+#include <arpa/inet.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <librdkafka/rdkafka.h>
@@ -115,6 +124,7 @@
 #include "utils/timestamp.h"
 
 #include "kafka.h"
+#include "netblock.h"
 #include "outbox.h"
 #include "transport.h"
 
@@ -771,9 +781,19 @@ typedef struct KafkaProducer
 	bool		fatal;			/* librdkafka raised a fatal error: replace it */
 	bool		error_logged;	/* the cluster's error since the last success is logged */
 	bool		destroying;		/* handed to a destroying thread: callbacks do nothing */
+	bool		blocked_logged;
 	char		name[OUTBOX_MAX_NAME_BYTES + 1];	/* its endpoint's, for the log */
 	char		cluster_error[OUTBOX_LAST_ERROR_BYTES]; /* from the error callback */
+	/* outbox.blocked_networks, for librdkafka's threads */
+	NetBlockList *blocked_networks; /* its copy; NULL: nothing blocked */
+	pg_atomic_uint32 blocked_state; /* KAFKA_BLOCKED_*: set in a broker thread */
+	char		blocked_address[INET6_ADDRSTRLEN]; /* written once, before SEEN */
 } KafkaProducer;
+
+/* KafkaProducer.blocked_state: has a broker thread refused a blocked address? */
+#define KAFKA_BLOCKED_NONE		0
+#define KAFKA_BLOCKED_WRITING	1	/* a broker thread writes blocked_address */
+#define KAFKA_BLOCKED_SEEN		2	/* blocked_address holds it */
 
 /* A record sent, malloc'd at send time and filled in by its delivery report. */
 typedef struct KafkaRecord
@@ -844,12 +864,30 @@ kafka_outcome(rd_kafka_resp_err_t err)
 	}
 }
 
-/* "kafka: <description>", and the cluster's last error after a timeout. */
-static void
-kafka_error_text(char *buf, size_t size, rd_kafka_resp_err_t err, const KafkaProducer *p)
+/* A blocked address a broker thread refused (in the relay), or NULL. */
+static const char *
+kafka_blocked_address(KafkaProducer *p)
 {
-	if (p->cluster_error[0] != '\0' &&
-		(err == RD_KAFKA_RESP_ERR__MSG_TIMED_OUT || err == RD_KAFKA_RESP_ERR__TIMED_OUT))
+	if (pg_atomic_read_u32(&p->blocked_state) != KAFKA_BLOCKED_SEEN)
+		return NULL;
+	pg_read_barrier();
+	return p->blocked_address;
+}
+
+/*
+ * "kafka: <description>"; after a timeout, why: a blocked address, or the
+ * cluster's last error.
+ */
+static void
+kafka_error_text(char *buf, size_t size, rd_kafka_resp_err_t err, KafkaProducer *p)
+{
+	const char *blocked = kafka_blocked_address(p);
+	bool		timeout = err == RD_KAFKA_RESP_ERR__MSG_TIMED_OUT || err == RD_KAFKA_RESP_ERR__TIMED_OUT;
+
+	if (timeout && blocked != NULL)
+		snprintf(buf, size, "kafka: %s (address %s is blocked by outbox.blocked_networks)",
+				 rd_kafka_err2str(err), blocked);
+	else if (timeout && p->cluster_error[0] != '\0')
 		snprintf(buf, size, "kafka: %s (%s)", rd_kafka_err2str(err), p->cluster_error);
 	else
 		snprintf(buf, size, "kafka: %s", rd_kafka_err2str(err));
@@ -908,6 +946,33 @@ kafka_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 		snprintf(p->cluster_error, sizeof(p->cluster_error), "%s", reason);
 }
 
+/*
+ * librdkafka's connect, in its broker threads: outbox.blocked_networks (the
+ * producer's copy) first, then a non-blocking connect, as librdkafka's own.
+ * Plain C: no palloc, no ereport.
+ */
+static int
+kafka_connect_cb(int sockfd, const struct sockaddr *addr, int addrlen, const char *id, void *opaque)
+{
+	KafkaProducer *p = opaque;
+	char		text[INET6_ADDRSTRLEN];
+	uint32		none = KAFKA_BLOCKED_NONE;
+
+	if (netblock_blocked_in(p->blocked_networks, addr, text, sizeof(text)))
+	{
+		if (pg_atomic_compare_exchange_u32(&p->blocked_state, &none, KAFKA_BLOCKED_WRITING))
+		{
+			strlcpy(p->blocked_address, text, sizeof(p->blocked_address));
+			pg_write_barrier();
+			pg_atomic_write_u32(&p->blocked_state, KAFKA_BLOCKED_SEEN);
+		}
+		return EACCES;
+	}
+	if (connect(sockfd, addr, addrlen) != 0 && errno != EINPROGRESS)
+		return errno;
+	return 0;
+}
+
 /* librdkafka's log lines, from any of its threads: dropped */
 static void
 kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
@@ -960,6 +1025,7 @@ kafka_destroy_main(void *arg)
 	KafkaProducer *p = arg;
 
 	rd_kafka_destroy(p->rk);
+	free(p->blocked_networks);
 	free(p);
 	return NULL;
 }
@@ -1073,6 +1139,8 @@ kafka_producer_new(KafkaConn *conn, char **problem)
 	if (p == NULL || conf == NULL)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
 	strlcpy(p->name, conn->name, sizeof(p->name));
+	pg_atomic_init_u32(&p->blocked_state, KAFKA_BLOCKED_NONE);
+	p->blocked_networks = netblock_copy();
 
 	for (int i = 0; i < lengthof(defaults) && bad.message == NULL; i++)
 		if (rd_kafka_conf_set(conf, defaults[i][0], defaults[i][1], errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
@@ -1091,6 +1159,7 @@ kafka_producer_new(KafkaConn *conn, char **problem)
 	if (bad.message != NULL)
 	{
 		rd_kafka_conf_destroy(conf);
+		free(p->blocked_networks);
 		free(p);
 		*problem = bad.detail ? psprintf("%s: %s", bad.message, bad.detail) : bad.message;
 		return NULL;
@@ -1100,10 +1169,12 @@ kafka_producer_new(KafkaConn *conn, char **problem)
 	rd_kafka_conf_set_dr_msg_cb(conf, kafka_dr_cb);
 	rd_kafka_conf_set_error_cb(conf, kafka_error_cb);
 	rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
+	rd_kafka_conf_set_connect_cb(conf, kafka_connect_cb);
 	p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
 	if (p->rk == NULL)
 	{
 		rd_kafka_conf_destroy(conf);	/* rd_kafka_new keeps it only on success */
+		free(p->blocked_networks);
 		free(p);
 		*problem = psprintf("kafka: %s", errstr);
 		return NULL;
@@ -1213,6 +1284,14 @@ kafka_progress(bool ready)
 		{
 			kafka_purge(p);
 			p->purge_wanted = false;
+		}
+		if (!p->blocked_logged && kafka_blocked_address(p) != NULL)
+		{
+			ereport(LOG,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("outbox: Kafka endpoint \"%s\": address %s is blocked by outbox.blocked_networks",
+							p->name, kafka_blocked_address(p))));
+			p->blocked_logged = true;
 		}
 		if (p->cluster_error[0] != '\0' && !p->error_logged)
 		{
@@ -1340,7 +1419,9 @@ kafka_open(const TransportConfig *cfg, void *prev, MemoryContext cxt, char **pro
 		*problem = bad.message;
 	else
 		kafka_conn_headers(conn);
-	conn->fingerprint = psprintf("%s\n%d\n%s\n%s", cfg->url, cfg->timeout_ms,
+	/* a producer keeps the blocked networks of its making: a new setting makes a new one */
+	conn->fingerprint = psprintf("%s\n%d\n%s\n%s\n%s", cfg->url, cfg->timeout_ms,
+								 outbox_blocked_networks ? outbox_blocked_networks : "",
 								 shown ? JsonbToCString(NULL, &shown->root, VARSIZE(shown)) : "",
 								 secret ? JsonbToCString(NULL, &secret->root, VARSIZE(secret)) : "");
 	MemoryContextSwitchTo(saved);

@@ -15,7 +15,10 @@
  * 169.254.169.254.
  *
  * The check hook parses the list into malloc'd "extra" (the GUC machinery
- * owns it); it runs in the postmaster too, so it never ereports.
+ * owns it); it runs in the postmaster too, so it never ereports.  A reload
+ * may free that list at any time, so librdkafka's threads (kafka.c checks
+ * the addresses its brokers connect to) match against a copy of their own
+ * (netblock_copy).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -37,11 +40,11 @@ typedef struct NetBlock
 	uint8		addr[16];		/* network address, host bits cleared */
 } NetBlock;
 
-typedef struct NetBlockList
+struct NetBlockList
 {
 	int			n;
 	NetBlock	blocks[FLEXIBLE_ARRAY_MEMBER];
-} NetBlockList;
+};
 
 char	   *outbox_blocked_networks = NULL;
 static const NetBlockList *blocked = NULL;	/* the parsed setting */
@@ -160,18 +163,46 @@ netblock_assign(const char *newval, void *extra)
 }
 
 /*
- * Is the socket address sa blocked?  If so, its text form goes to addrbuf.
- * Plain C, no palloc or ereport: curl callbacks call it.
+ * A copy of the current setting for another thread (malloc'd, never
+ * changed; free() it), or NULL if nothing is blocked.  In the relay only.
  */
+NetBlockList *
+netblock_copy(void)
+{
+	NetBlockList *copy;
+	size_t		size;
+
+	if (blocked == NULL || blocked->n == 0)
+		return NULL;
+	size = offsetof(NetBlockList, blocks) + sizeof(NetBlock) * blocked->n;
+	copy = malloc(size);
+	if (copy == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	memcpy(copy, blocked, size);
+	return copy;
+}
+
+/* Is the socket address sa blocked by the current setting?  See netblock_blocked_in. */
 bool
 netblock_blocked(const struct sockaddr *sa, char *addrbuf, size_t buflen)
+{
+	return netblock_blocked_in(blocked, sa, addrbuf, buflen);
+}
+
+/*
+ * Is the socket address sa in list (NULL: none)?  If so, its text form goes
+ * to addrbuf.  Plain C, no palloc or ereport: curl's callbacks and
+ * librdkafka's threads call it.
+ */
+bool
+netblock_blocked_in(const NetBlockList *list, const struct sockaddr *sa, char *addrbuf, size_t buflen)
 {
 	uint8		addr[16];
 	uint8		mapped[4];
 	bool		is_mapped = false;
 	int			family = sa->sa_family;
 
-	if (blocked == NULL)
+	if (list == NULL)
 		return false;
 	if (family == AF_INET)
 		memcpy(addr, &((const struct sockaddr_in *) sa)->sin_addr, 4);
@@ -184,11 +215,11 @@ netblock_blocked(const struct sockaddr *sa, char *addrbuf, size_t buflen)
 		memcpy(mapped, addr + 12, 4);
 	}
 	else
-		return false;			/* curl opens nothing else for http(s) */
+		return false;			/* nothing else is opened for http(s) or Kafka */
 
-	for (int i = 0; i < blocked->n; i++)
+	for (int i = 0; i < list->n; i++)
 	{
-		const NetBlock *b = &blocked->blocks[i];
+		const NetBlock *b = &list->blocks[i];
 		bool		hit;
 
 		if (b->family == family)

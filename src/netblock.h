@@ -1,6 +1,7 @@
 /*-------------------------------------------------------------------------
  * netblock.h
- *		outbox.blocked_networks (netblock.c): used by outbox.c and http.c.
+ *		outbox.blocked_networks (netblock.c): used by outbox.c, http.c and
+ *		kafka.c.
  *-------------------------------------------------------------------------
  */
 #ifndef OUTBOX_NETBLOCK_H
@@ -9,6 +10,9 @@
 #include "utils/guc.h"
 
 struct sockaddr;
+
+/* The parsed setting (netblock.c) */
+typedef struct NetBlockList NetBlockList;
 
 /*
  * Link-local (cloud metadata services live there: 169.254.169.254 and AWS's
@@ -24,5 +28,8 @@ extern bool netblock_check(char **newval, void **extra, GucSource source);
 extern void netblock_assign(const char *newval, void *extra);
 extern bool netblock_blocked(const struct sockaddr *sa, char *addrbuf, size_t buflen);
 extern bool netblock_blocked_text(const char *ip, char *addrbuf, size_t buflen);
+extern NetBlockList *netblock_copy(void);
+extern bool netblock_blocked_in(const NetBlockList *list, const struct sockaddr *sa,
+								char *addrbuf, size_t buflen);
 
 #endif							/* OUTBOX_NETBLOCK_H */
