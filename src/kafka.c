@@ -15,11 +15,11 @@
  *
  * Waiting.  Every producer's main queue (delivery reports, errors) raises
  * an IO event on one eventfd that init() returns, which the relay waits on
- * with its latch.  progress() clears the eventfd, then serves every
- * producer's queue until it is empty: librdkafka writes to the eventfd
- * when a queue goes from empty to not empty, so serving to empty after
- * clearing loses no wake-up, and an idle relay sleeps (librdkafka's own
- * threads wake about once a second).
+ * with its latch.  progress() clears the eventfd (if it was readable), then
+ * serves every producer's queue until it is empty: librdkafka writes to
+ * the eventfd when a queue goes from empty to not empty, so serving to
+ * empty after clearing loses no wake-up, and an idle relay sleeps
+ * (librdkafka's own threads wake about once a second).
  *
  * Rules that keep librdkafka safe inside a PostgreSQL backend:
  *  - librdkafka's callbacks never ereport, palloc, CHECK_FOR_INTERRUPTS or
@@ -70,13 +70,13 @@
  * has reported all of its own (records of two producers are not ordered).
  *
  * Residual risks of the fence (README, Kafka endpoints):
- *  - A record that times out in librdkafka's queue (message.timeout.ms)
- *    while the cluster is unreachable is reported at once, but its
+ *  - A record that times out (message.timeout.ms, queued or in flight)
+ *    while the cluster is unreachable is reported at once, but its queued
  *    successors are purged only when the relay serves the report: if the
  *    cluster comes back within that window (microseconds when the relay
  *    is idle, up to the length of one of its short transactions) and the
- *    producer has re-established its epoch, a later record of the key may
- *    be written before the failed one's retry.
+ *    producer has reconnected and bumped its epoch, a later record of the
+ *    key may be written before the failed one's retry.
  *  - A record that times out in flight may have been written ("possibly
  *    persisted"): its retry is then a repeat, after it, never before.
  *  - The idempotent producer's guarantee stops at its epoch: a repeat after
