@@ -9,7 +9,7 @@ EXTVERSION  = 0.2.0
 MODULE_big  = outbox
 OBJS        = src/outbox.o src/catalog.o src/spi.o src/validate.o src/etag.o \
               src/gapless.o src/rows.o src/eventparse.o src/eventstore.o src/publish.o src/subscription.o \
-              src/http.o src/netblock.o src/redact.o src/webhook.o src/delivery.o src/retention.o src/shmem.o \
+              src/http.o src/netblock.o src/redact.o src/webhook.o src/delivery.o src/endpoint.o src/progress.o src/report.o src/transport.o src/backoff.o src/retention.o src/shmem.o \
               src/launcher.o src/relay.o src/stats.o src/projection.o src/projector.o src/options.o
 # Released scripts are never edited: sql/outbox.sql is the current version's,
 # copied to outbox--$(EXTVERSION).sql; every release adds an upgrade script.
@@ -45,7 +45,7 @@ $(RECEIVER): test/receiver/receiver.c
 PROVE_TESTS = test/t/*.pl
 
 # PGXS tracks no header dependencies: every object depends on ours.
-$(OBJS): src/outbox.h src/compat.h src/options.h src/netblock.h
+$(OBJS): $(wildcard src/*.h)
 
 # No LLVM bitcode: it needs clang, which a fresh machine does not have.
 override with_llvm = no

@@ -202,68 +202,11 @@ extern void shmem_wake_projector_at_commit(void);
 extern void shmem_projection_progressed(Oid dboid);
 extern void shmem_keep_projections(Oid dboid, const int *ids, int n);
 
-/* webhook.c: the HTTP request for messages */
-typedef struct WebhookKey
-{
-	uint8	   *key;
-	int			len;
-} WebhookKey;
-
-typedef struct WebhookEndpoint
-{
-	List	   *keys;			/* WebhookKey *, one per active secret */
-	List	   *header_lines;	/* the endpoint's headers, "Name: value" */
-} WebhookEndpoint;
-
-typedef struct WebhookMessage
-{
-	int64		id;
-	char	   *topic;
-	char	   *key;			/* NULL when none */
-	TimestampTz created_at;
-} WebhookMessage;
-
-extern WebhookKey *webhook_key(const char *secret);
-extern List *webhook_json_headers(List *lines, const char *json, bool from_message);
+/* webhook.c: an upper bound of a jsonb's length as JSON text (validate.c) */
 extern Size webhook_json_length(Jsonb *jb, Size limit);
-extern Size webhook_envelope_length(const WebhookMessage *m);
-extern void webhook_body_add(StringInfo body, bool batched, const WebhookMessage *m,
-							 Jsonb *payload, Jsonb *headers);
-extern List *webhook_build(const WebhookEndpoint *ep, WebhookMessage **msgs, int n, bool batched,
-						   Jsonb *headers, StringInfo body);
-
-/* http.c: libcurl multi, driven from a WaitEventSet */
-typedef struct HttpResult
-{
-	void	   *owner;
-	int			status;			/* HTTP status; 0 = transport failure */
-	long		retry_after_ms; /* -1 if none */
-	bool		blocked;		/* refused by outbox.blocked_networks: never retried */
-	int64		elapsed_us;
-	char		error[OUTBOX_LAST_ERROR_BYTES];
-} HttpResult;
-
-extern void http_init(void);
-extern int	http_in_flight(void);
-extern void http_post(void *owner, const char *url, List *headers, const char *body,
-					  size_t body_len, long timeout_ms);
-extern void http_wait(long timeout_ms);
-extern bool http_next_result(HttpResult *r);
-extern char *http_url_origin(const char *url);
 
 /* redact.c: what outbox_reader may see of URLs and errors */
 extern void redact_error_for_caller(char *error);
-
-/* delivery.c: the delivery state machine */
-extern void delivery_reload(void);
-extern void delivery_fetch(bool woken);
-extern void delivery_send(void);
-extern void delivery_complete(HttpResult *r);
-extern void delivery_persist(void);
-extern bool delivery_should_persist(void);
-extern long delivery_next_timeout(void);
-extern void delivery_report(RelaySlot *slot, bool horizon_blocked);
-extern bool delivery_horizon_blocked(void);
 
 /* subscription.c: pull consumers, and the topic patterns they share with endpoints */
 extern bool outbox_topic_matches(const char *pattern, const char *topic);
