@@ -13,6 +13,14 @@
 #include "utils/timestamp.h"
 
 /*
+ * A worker that exited with an error (a relay, a projector) is started
+ * again after RESTART_BACKOFF_BASE_MS, doubling per failure in a row up to
+ * RESTART_BACKOFF_MAX_MS.
+ */
+#define RESTART_BACKOFF_BASE_MS		1000
+#define RESTART_BACKOFF_MAX_MS		60000
+
+/*
  * The ceiling of attempt n's delay (n >= 1): min(cap_ms, base_ms * 2^(n-1)).
  * Restarts and the circuit breaker wait exactly this long.
  */

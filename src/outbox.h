@@ -174,7 +174,6 @@ typedef struct RelaySlot
 typedef struct OutboxShmem
 {
 	LWLock	   *lock;
-	pid_t		launcher_pid;
 	Latch	   *launcher_latch;
 	pg_atomic_uint32 launcher_wanted;
 	/* protected by lock: databases wanting a relay that have no slot */

@@ -280,6 +280,7 @@ outbox_relay_main(Datum arg)
 
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	pgstat_report_appname("outbox relay");
+	transport_init();
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "outbox relay loop", ALLOCSET_DEFAULT_SIZES);
 
 	for (;;)

@@ -4,7 +4,7 @@
  *		one wait: its latch, postmaster death, and each transport's
  *		descriptor, bounded by the transports' own deadlines (transport.h).
  *
- * The wait set is made once, when the relay first waits: every transport is
+ * The wait set is made once, when the relay starts: every transport is
  * started then, so that no descriptor ever has to be added to or removed
  * from it (a transport multiplexes its own sockets or queues behind its one
  * descriptor: curl's epoll set, librdkafka's event queue).  An idle relay
@@ -41,8 +41,9 @@ transport_for_url(const char *url)
 	return NULL;
 }
 
-static void
-transport_start(void)
+/* Start every transport and make the relay's wait set; once, at relay start. */
+void
+transport_init(void)
 {
 	wait_set = CreateWaitEventSet(TopMemoryContext, WAIT_EVENTS);
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
@@ -69,9 +70,7 @@ transport_wait(long timeout_ms)
 	WaitEvent	events[WAIT_EVENTS];
 	int			nready;
 
-	Assert(!IsTransactionState());
-	if (wait_set == NULL)
-		transport_start();
+	Assert(!IsTransactionState() && wait_set != NULL);
 	for (int i = 0; i < NTRANSPORTS; i++)
 		timeout_ms = sooner(timeout_ms, transports[i]->timeout());
 	nready = WaitEventSetWait(wait_set, timeout_ms, events, lengthof(events), PG_WAIT_EXTENSION);

@@ -134,6 +134,7 @@ typedef struct TransportOps
 
 /* transport.c: choosing a transport, and the relay's one wait */
 extern const TransportOps *transport_for_url(const char *url);
+extern void transport_init(void);
 extern void transport_wait(long timeout_ms);
 extern bool transport_next_result(TransportResult *r);
 extern int	transport_in_flight(void);
