@@ -63,6 +63,11 @@
 #include "backoff.h"
 #include "delivery.h"
 #include "endpoint.h"
+#include "gapless.h"
+#include "relay.h"
+#include "shmem.h"
+#include "spi.h"
+#include "subscription.h"
 
 #define FETCH_BATCH			1000	/* messages read per endpoint per fetch */
 #define SEND_READ_MAX		1000	/* payloads read per query while sending */

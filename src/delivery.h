@@ -10,6 +10,7 @@
 #define OUTBOX_DELIVERY_H
 
 #include "outbox.h"
+#include "shmem.h"
 #include "transport.h"
 
 extern void delivery_reload(void);

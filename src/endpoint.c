@@ -28,6 +28,7 @@
 #include "delivery.h"
 #include "endpoint.h"
 #include "options.h"
+#include "spi.h"
 
 List	   *delivery_endpoints = NIL;
 MemoryContext delivery_cxt = NULL;

@@ -18,6 +18,7 @@
 #include "utils/timestamp.h"
 
 #include "outbox.h"
+#include "shmem.h"
 #include "transport.h"
 
 /*

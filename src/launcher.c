@@ -73,6 +73,8 @@
 
 #include "backoff.h"
 #include "outbox.h"
+#include "launcher.h"
+#include "shmem.h"
 
 /* the postmaster restarts a launcher that exited with an error after this */
 #define LAUNCHER_RESTART_S	5

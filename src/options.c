@@ -25,6 +25,7 @@
 #include "utils/numeric.h"
 
 #include "outbox.h"
+#include "validate.h"
 #include "options.h"
 
 PG_FUNCTION_INFO_V1(outbox_endpoint_options);

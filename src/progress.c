@@ -22,6 +22,8 @@
 
 #include "delivery.h"
 #include "endpoint.h"
+#include "retention.h"
+#include "spi.h"
 
 /* SKIP LOCKED: an admin transaction holding the row must not stall delivery */
 static OutboxPlan plan_save_cursor = {

@@ -70,6 +70,14 @@
 
 #include "backoff.h"
 #include "outbox.h"
+#include "etag.h"
+#include "gapless.h"
+#include "projection.h"
+#include "projector.h"
+#include "relay.h"
+#include "shmem.h"
+#include "spi.h"
+#include "validate.h"
 #include "options.h"
 
 PG_FUNCTION_INFO_V1(outbox_wait_for_projection);

@@ -23,6 +23,7 @@
 #include "utils/builtins.h"
 
 #include "outbox.h"
+#include "redact.h"
 #include "http.h"
 
 PG_FUNCTION_INFO_V1(outbox_shown_url);

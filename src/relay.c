@@ -61,6 +61,11 @@
 #include "backoff.h"
 #include "delivery.h"
 #include "outbox.h"
+#include "catalog.h"
+#include "projector.h"
+#include "relay.h"
+#include "retention.h"
+#include "shmem.h"
 #include "transport.h"
 
 PGDLLEXPORT void outbox_relay_main(Datum arg);

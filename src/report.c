@@ -12,6 +12,7 @@
 
 #include "delivery.h"
 #include "endpoint.h"
+#include "shmem.h"
 
 /*
  * Publish the figures of every endpoint to the relay's slot, for

@@ -21,6 +21,9 @@
 #include "utils/tuplestore.h"
 
 #include "outbox.h"
+#include "gapless.h"
+#include "redact.h"
+#include "shmem.h"
 
 /* columns of outbox._stat_endpoints() and outbox._stat_workers() */
 #define STAT_ENDPOINT_COLUMNS	15

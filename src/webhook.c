@@ -54,6 +54,7 @@
 #include "utils/timestamp.h"
 
 #include "outbox.h"
+#include "validate.h"
 #include "http.h"
 #include "transport.h"
 
