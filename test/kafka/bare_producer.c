@@ -1,0 +1,267 @@
+/*-------------------------------------------------------------------------
+ * bare_producer.c
+ *		A bare librdkafka producer with the relay's configuration, for the
+ *		benchmark (the relay's yardstick) and the order experiments.
+ *
+ * Produces N records with K keys to one topic, shaped like the relay's
+ * (header outbox-id: msg_<id>, ids increasing, so each key's records carry
+ * increasing ids), waits for every delivery report and prints one line:
+ *
+ *   produced=N delivered=N failed=N seconds=S msgs_per_sec=R dr_reorders=N [err.NAME=N...]
+ *
+ * dr_reorders counts successful delivery reports that arrived for a key
+ * after a report of a later record of that key.  Exit status 0 if every
+ * record was delivered, 1 if not, 2 on bad usage.  See README.md.
+ *-------------------------------------------------------------------------
+ */
+#define _GNU_SOURCE
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "producer_conf.h"
+
+#define MAX_OVERRIDES	64
+#define POLL_MS			10		/* wait for room when the local queue is full */
+
+static long delivered,
+			failed;
+static long err_count[RD_KAFKA_RESP_ERR_END_ALL - RD_KAFKA_RESP_ERR__BEGIN];
+static int64_t *last_acked;		/* per key index: highest record index acked */
+static long nkeys;
+static long dr_reorders;
+static double last_dr;			/* time of the last delivery report */
+
+static double
+now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void
+dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+	int64_t		i = (int64_t) (intptr_t) m->_private;
+
+	last_dr = now();
+	if (m->err)
+	{
+		failed++;
+		if (m->err > RD_KAFKA_RESP_ERR__BEGIN && m->err < RD_KAFKA_RESP_ERR_END_ALL)
+			err_count[m->err - RD_KAFKA_RESP_ERR__BEGIN]++;
+		return;
+	}
+	delivered++;
+	if (nkeys > 0)
+	{
+		int64_t    *last = &last_acked[i % nkeys];
+
+		if (i < *last)
+			dr_reorders++;
+		else
+			*last = i;
+	}
+}
+
+static void
+usage(void)
+{
+	fprintf(stderr,
+			"usage: bare_producer -b BOOTSTRAP -t TOPIC [-n N] [-k KEYS] [-s VALUE_BYTES]\n"
+			"                     [--first-id ID] [--rate MSGS_PER_SEC] [-X PROP=VALUE]...\n"
+			"                     [--purge-after MS [--purge-inflight]] [--wait SECONDS]\n");
+	exit(2);
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *bootstrap = NULL,
+			   *topic = NULL;
+	const char *overrides[MAX_OVERRIDES];
+	int			noverrides = 0;
+	long		n = 1000,
+				size = 100,
+				rate = 0,
+				purge_after = -1,
+				wait_s = 60;
+	int64_t		first_id = 1;
+	bool		purge_inflight = false,
+				purged = false;
+	char		errstr[512];
+	rd_kafka_conf_t *conf;
+	rd_kafka_t *rk;
+	char	   *value;
+	double		start,
+				secs;
+
+	nkeys = 100;
+	for (int i = 1; i < argc; i++)
+	{
+		const char *a = argv[i];
+		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+
+		if (strcmp(a, "--purge-inflight") == 0)
+		{
+			purge_inflight = true;
+			continue;
+		}
+		if (!v)
+			usage();
+		i++;
+		if (strcmp(a, "-b") == 0)
+			bootstrap = v;
+		else if (strcmp(a, "-t") == 0)
+			topic = v;
+		else if (strcmp(a, "-n") == 0)
+			n = atol(v);
+		else if (strcmp(a, "-k") == 0)
+			nkeys = atol(v);
+		else if (strcmp(a, "-s") == 0)
+			size = atol(v);
+		else if (strcmp(a, "--first-id") == 0)
+			first_id = atoll(v);
+		else if (strcmp(a, "--rate") == 0)
+			rate = atol(v);
+		else if (strcmp(a, "--purge-after") == 0)
+			purge_after = atol(v);
+		else if (strcmp(a, "--wait") == 0)
+			wait_s = atol(v);
+		else if (strcmp(a, "-X") == 0 && noverrides < MAX_OVERRIDES && strchr(v, '='))
+			overrides[noverrides++] = v;
+		else
+			usage();
+	}
+	if (!bootstrap || !topic || n < 0 || nkeys < 0 || size < 0 || size > 1000000)
+		usage();
+
+	conf = rd_kafka_conf_new();
+	for (int i = 0; i < OUTBOX_PRODUCER_CONF_LEN + noverrides + 1; i++)
+	{
+		char		prop[256];
+		const char *name,
+				   *val;
+
+		if (i < OUTBOX_PRODUCER_CONF_LEN)
+		{
+			name = outbox_producer_conf[i][0];
+			val = outbox_producer_conf[i][1];
+		}
+		else if (i < OUTBOX_PRODUCER_CONF_LEN + noverrides)
+		{
+			const char *o = overrides[i - OUTBOX_PRODUCER_CONF_LEN];
+			size_t		len = strchr(o, '=') - o;
+
+			snprintf(prop, sizeof(prop), "%.*s", (int) len, o);
+			name = prop;
+			val = o + len + 1;
+		}
+		else
+		{
+			name = "bootstrap.servers";
+			val = bootstrap;
+		}
+		if (rd_kafka_conf_set(conf, name, val, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
+		{
+			fprintf(stderr, "bare_producer: %s\n", errstr);
+			return 2;
+		}
+	}
+	rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
+	rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+	if (!rk)
+	{
+		fprintf(stderr, "bare_producer: %s\n", errstr);
+		return 2;
+	}
+
+	last_acked = calloc(nkeys > 0 ? nkeys : 1, sizeof(*last_acked));
+	for (long k = 0; k < nkeys; k++)
+		last_acked[k] = -1;
+	value = malloc(size + 1);
+	start = now();
+	for (long i = 0; i < n; i++)
+	{
+		char		key[32],
+					id[32];
+		int			keylen = snprintf(key, sizeof(key), "key-%ld", nkeys ? i % nkeys : 0);
+		int			idlen = snprintf(id, sizeof(id), "msg_%" PRId64, first_id + i);
+		rd_kafka_resp_err_t err;
+
+		/* value: the id, padded to size bytes */
+		memset(value, 'x', size);
+		memcpy(value, id, (size_t) idlen < (size_t) size ? (size_t) idlen : (size_t) size);
+
+		if (rate > 0)
+		{
+			double		due = start + (double) i / rate;
+
+			while (now() < due)
+				rd_kafka_poll(rk, (int) ((due - now()) * 1000) + 1);
+		}
+		if (purge_after >= 0 && !purged && now() - start >= purge_after / 1000.0)
+		{
+			rd_kafka_purge(rk, RD_KAFKA_PURGE_F_QUEUE |
+						   (purge_inflight ? RD_KAFKA_PURGE_F_INFLIGHT : 0));
+			purged = true;
+		}
+		do
+		{
+			err = rd_kafka_producev(rk,
+									RD_KAFKA_V_TOPIC(topic),
+									RD_KAFKA_V_KEY(nkeys ? key : NULL, nkeys ? (size_t) keylen : 0),
+									RD_KAFKA_V_VALUE(value, (size_t) size),
+									RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+									RD_KAFKA_V_HEADER("outbox-id", id, idlen),
+									RD_KAFKA_V_HEADER("outbox-topic", topic, -1),
+									RD_KAFKA_V_OPAQUE((void *) (intptr_t) i),
+									RD_KAFKA_V_END);
+			if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+				rd_kafka_poll(rk, POLL_MS);
+			else if (err)
+			{
+				fprintf(stderr, "bare_producer: produce failed: %s\n", rd_kafka_err2str(err));
+				return 1;
+			}
+		} while (err);
+		rd_kafka_poll(rk, 0);
+	}
+
+	/* wait for the reports, purging on schedule if asked */
+	while (rd_kafka_outq_len(rk) > 0 && now() - start < wait_s)
+	{
+		if (purge_after >= 0 && !purged && now() - start >= purge_after / 1000.0)
+		{
+			rd_kafka_purge(rk, RD_KAFKA_PURGE_F_QUEUE |
+						   (purge_inflight ? RD_KAFKA_PURGE_F_INFLIGHT : 0));
+			purged = true;
+		}
+		rd_kafka_poll(rk, 50);
+	}
+
+	secs = (delivered + failed > 0 ? last_dr : now()) - start;
+	printf("produced=%ld delivered=%ld failed=%ld unreported=%ld seconds=%.3f msgs_per_sec=%.0f dr_reorders=%ld",
+		   n, delivered, failed, n - delivered - failed, secs,
+		   secs > 0 ? delivered / secs : 0.0, dr_reorders);
+	for (int e = 0; e < RD_KAFKA_RESP_ERR_END_ALL - RD_KAFKA_RESP_ERR__BEGIN; e++)
+		if (err_count[e])
+			printf(" err.%s=%ld", rd_kafka_err2name(e + RD_KAFKA_RESP_ERR__BEGIN), err_count[e]);
+	printf("\n");
+	fflush(stdout);
+
+	rd_kafka_purge(rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+	rd_kafka_poll(rk, 0);
+	rd_kafka_destroy(rk);
+	free(value);
+	free(last_acked);
+	return delivered == n ? 0 : 1;
+}
