@@ -7,10 +7,19 @@
  * (header outbox-id: msg_<id>, ids increasing, so each key's records carry
  * increasing ids), waits for every delivery report and prints one line:
  *
- *   produced=N delivered=N failed=N seconds=S msgs_per_sec=R dr_reorders=N [err.NAME=N...]
+ *   produced=N delivered=N failed=N unreported=N seconds=S msgs_per_sec=R
+ *   lat_p50_ms=L lat_p99_ms=L dr_reorders=N gap_keys=N [err.NAME=N...]
+ *
+ * seconds runs from the first record produced to the last delivery report;
+ * lat_* are produce-call-to-delivery-report latencies of delivered records.
+ * With --stats, also requests=N (Produce requests sent) and resent=N
+ * (records transmitted more than once: retries), from librdkafka's
+ * statistics.
  *
  * dr_reorders counts successful delivery reports that arrived for a key
- * after a report of a later record of that key.  Exit status 0 if every
+ * after a report of a later record of that key.  gap_keys counts keys with
+ * a failed record before a delivered one: producing the failed record again
+ * would break the key's order.  Exit status 0 if every
  * record was delivered, 1 if not, 2 on bad usage.  See README.md.
  *-------------------------------------------------------------------------
  */
@@ -29,14 +38,20 @@
 
 #define MAX_OVERRIDES	64
 #define POLL_MS			10		/* wait for room when the local queue is full */
+#define STATS_MS		"100"	/* statistics.interval.ms with --stats */
 
 static long delivered,
 			failed;
 static long err_count[RD_KAFKA_RESP_ERR_END_ALL - RD_KAFKA_RESP_ERR__BEGIN];
 static int64_t *last_acked;		/* per key index: highest record index acked */
+static int64_t *first_failed;	/* per key index: lowest record index failed */
 static long nkeys;
 static long dr_reorders;
 static double last_dr;			/* time of the last delivery report */
+static double *sent_at;			/* per record: when produced */
+static double *latency;			/* per delivered record, seconds */
+static long stat_requests,		/* from the last statistics: Produce requests */
+			stat_txmsgs;		/* and records transmitted, retries included */
 
 static double
 now(void)
@@ -56,11 +71,13 @@ dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 	if (m->err)
 	{
 		failed++;
+		if (nkeys > 0 && (first_failed[i % nkeys] < 0 || i < first_failed[i % nkeys]))
+			first_failed[i % nkeys] = i;
 		if (m->err > RD_KAFKA_RESP_ERR__BEGIN && m->err < RD_KAFKA_RESP_ERR_END_ALL)
 			err_count[m->err - RD_KAFKA_RESP_ERR__BEGIN]++;
 		return;
 	}
-	delivered++;
+	latency[delivered++] = last_dr - sent_at[i];
 	if (nkeys > 0)
 	{
 		int64_t    *last = &last_acked[i % nkeys];
@@ -72,13 +89,53 @@ dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 	}
 }
 
+/*
+ * The sum of the values of "name": over the statistics JSON, or the last
+ * one (the top-level totals come last)
+ */
+static long
+stat_field(const char *json, const char *name, bool last)
+{
+	long		sum = 0,
+				v = 0;
+	size_t		len = strlen(name);
+
+	for (const char *p = strstr(json, name); p; p = strstr(p + len, name))
+		sum += (v = atol(p + len));
+	return last ? v : sum;
+}
+
+static int
+stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
+{
+	stat_requests = stat_field(json, "\"Produce\":", false);
+	stat_txmsgs = stat_field(json, "\"txmsgs\":", true);
+	return 0;
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+	double		x = *(const double *) a,
+				y = *(const double *) b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* the p-th percentile of the delivered records' latencies, in ms */
+static double
+percentile_ms(double p)
+{
+	return delivered ? 1000 * latency[(long) (p / 100 * (delivered - 1))] : 0;
+}
+
 static void
 usage(void)
 {
 	fprintf(stderr,
 			"usage: bare_producer -b BOOTSTRAP -t TOPIC [-n N] [-k KEYS] [-s VALUE_BYTES]\n"
 			"                     [--first-id ID] [--rate MSGS_PER_SEC] [-X PROP=VALUE]...\n"
-			"                     [--purge-after MS [--purge-inflight]] [--wait SECONDS]\n");
+			"                     [--purge-after MS [--purge-inflight]] [--wait SECONDS] [--stats]\n");
 	exit(2);
 }
 
@@ -96,13 +153,15 @@ main(int argc, char **argv)
 				wait_s = 60;
 	int64_t		first_id = 1;
 	bool		purge_inflight = false,
-				purged = false;
+				purged = false,
+				stats = false;
 	char		errstr[512];
 	rd_kafka_conf_t *conf;
 	rd_kafka_t *rk;
 	char	   *value;
 	double		start,
 				secs;
+	long		gap_keys = 0;
 
 	nkeys = 100;
 	for (int i = 1; i < argc; i++)
@@ -113,6 +172,11 @@ main(int argc, char **argv)
 		if (strcmp(a, "--purge-inflight") == 0)
 		{
 			purge_inflight = true;
+			continue;
+		}
+		if (strcmp(a, "--stats") == 0)
+		{
+			stats = true;
 			continue;
 		}
 		if (!v)
@@ -177,6 +241,15 @@ main(int argc, char **argv)
 		}
 	}
 	rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
+	if (stats)
+	{
+		rd_kafka_conf_set_stats_cb(conf, stats_cb);
+		if (rd_kafka_conf_set(conf, "statistics.interval.ms", STATS_MS, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
+		{
+			fprintf(stderr, "bare_producer: %s\n", errstr);
+			return 2;
+		}
+	}
 	rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
 	if (!rk)
 	{
@@ -185,9 +258,12 @@ main(int argc, char **argv)
 	}
 
 	last_acked = calloc(nkeys > 0 ? nkeys : 1, sizeof(*last_acked));
+	first_failed = calloc(nkeys > 0 ? nkeys : 1, sizeof(*first_failed));
 	for (long k = 0; k < nkeys; k++)
-		last_acked[k] = -1;
+		last_acked[k] = first_failed[k] = -1;
 	value = malloc(size + 1);
+	sent_at = malloc(sizeof(double) * (n ? n : 1));
+	latency = malloc(sizeof(double) * (n ? n : 1));
 	start = now();
 	for (long i = 0; i < n; i++)
 	{
@@ -214,6 +290,7 @@ main(int argc, char **argv)
 						   (purge_inflight ? RD_KAFKA_PURGE_F_INFLIGHT : 0));
 			purged = true;
 		}
+		sent_at[i] = now();
 		do
 		{
 			err = rd_kafka_producev(rk,
@@ -249,9 +326,24 @@ main(int argc, char **argv)
 	}
 
 	secs = (delivered + failed > 0 ? last_dr : now()) - start;
-	printf("produced=%ld delivered=%ld failed=%ld unreported=%ld seconds=%.3f msgs_per_sec=%.0f dr_reorders=%ld",
+	if (stats)
+	{
+		/* one more round of statistics, taken after the last report */
+		double		until = now() + 2 * atoi(STATS_MS) / 1000.0;
+
+		while (now() < until)
+			rd_kafka_poll(rk, 10);
+	}
+	qsort(latency, delivered, sizeof(double), cmp_double);
+	for (long k = 0; k < nkeys; k++)
+		if (first_failed[k] >= 0 && first_failed[k] < last_acked[k])
+			gap_keys++;
+	printf("produced=%ld delivered=%ld failed=%ld unreported=%ld seconds=%.3f msgs_per_sec=%.0f "
+		   "lat_p50_ms=%.1f lat_p99_ms=%.1f dr_reorders=%ld gap_keys=%ld",
 		   n, delivered, failed, n - delivered - failed, secs,
-		   secs > 0 ? delivered / secs : 0.0, dr_reorders);
+		   secs > 0 ? delivered / secs : 0.0, percentile_ms(50), percentile_ms(99), dr_reorders, gap_keys);
+	if (stats)
+		printf(" requests=%ld resent=%ld", stat_requests, stat_txmsgs - delivered - failed);
 	for (int e = 0; e < RD_KAFKA_RESP_ERR_END_ALL - RD_KAFKA_RESP_ERR__BEGIN; e++)
 		if (err_count[e])
 			printf(" err.%s=%ld", rd_kafka_err2name(e + RD_KAFKA_RESP_ERR__BEGIN), err_count[e]);
@@ -262,6 +354,9 @@ main(int argc, char **argv)
 	rd_kafka_poll(rk, 0);
 	rd_kafka_destroy(rk);
 	free(value);
+	free(sent_at);
+	free(latency);
 	free(last_acked);
+	free(first_failed);
 	return delivered == n ? 0 : 1;
 }
