@@ -128,12 +128,11 @@ sub kafka_consume
 # kafka_produce($kafka or BOOTSTRAP, topic => T, n => N, keys => K,
 #   size => BYTES, first_id => ID, rate => MSGS_PER_SEC, conf => {prop => value},
 #   wait => SECONDS, stats => 1, purge_after => MS, purge_inflight => 1,
-#   background => 1): runs test/kafka/bare_producer (the
-# relay's producer configuration) and returns its summary as a hash
-# (produced, delivered, failed, unreported, seconds, msgs_per_sec,
-# lat_p50_ms, lat_p99_ms, dr_reorders, gap_keys, err.NAME, exit; with stats,
-# requests and resent); with background,
-# returns a handle whose ->finish returns that hash
+#   background => 1): runs test/kafka/bare_producer (the relay's producer
+# configuration) and returns its summary as a hash (produced, delivered,
+# failed, unreported, seconds, msgs_per_sec, lat_p50_ms, lat_p99_ms,
+# dr_reorders, gap_keys, err.NAME, exit; with stats, requests and resent);
+# with background, a handle whose ->finish returns that hash
 sub kafka_produce
 {
 	my ($kafka, %opt) = @_;
