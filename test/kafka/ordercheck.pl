@@ -22,7 +22,7 @@ my $rate = $n / 4;	# a steady stream over about 4 s: many small requests
 sub verdict
 {
 	my ($kafka, $topic) = @_;
-	my $v = kafka_consume($kafka, topics => [$topic], ids => [ 1, $n ], timeout => 60);
+	my $v = kafka_consume($kafka, topics => [$topic], ids => [ 1, $n ], timeout => 15);
 	return join ' ', map { "$_=$v->{$_}" }
 	  qw(complete records distinct repeats violations split_keys missing);
 }
