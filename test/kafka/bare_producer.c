@@ -48,6 +48,9 @@ static int64_t *first_failed;	/* per key index: lowest record index failed */
 static long nkeys;
 static long dr_reorders;
 static double last_dr;			/* time of the last delivery report */
+static double start;			/* when the first record was produced */
+static long purge_after = -1;	/* --purge-after MS, -1: never */
+static bool purge_inflight;		/* --purge-inflight */
 static double *sent_at;			/* per record: when produced */
 static double *latency;			/* per delivered record, seconds */
 static long stat_requests,		/* from the last statistics: Produce requests */
@@ -129,6 +132,19 @@ percentile_ms(double p)
 	return delivered ? 1000 * latency[(long) (p / 100 * (delivered - 1))] : 0;
 }
 
+/* rd_kafka_purge() once, when --purge-after has passed */
+static void
+purge_if_due(rd_kafka_t *rk)
+{
+	static bool purged;
+
+	if (purge_after < 0 || purged || now() - start < purge_after / 1000.0)
+		return;
+	rd_kafka_purge(rk, RD_KAFKA_PURGE_F_QUEUE |
+				   (purge_inflight ? RD_KAFKA_PURGE_F_INFLIGHT : 0));
+	purged = true;
+}
+
 static void
 usage(void)
 {
@@ -149,18 +165,14 @@ main(int argc, char **argv)
 	long		n = 1000,
 				size = 100,
 				rate = 0,
-				purge_after = -1,
 				wait_s = 60;
 	int64_t		first_id = 1;
-	bool		purge_inflight = false,
-				purged = false,
-				stats = false;
+	bool		stats = false;
 	char		errstr[512];
 	rd_kafka_conf_t *conf;
 	rd_kafka_t *rk;
 	char	   *value;
-	double		start,
-				secs;
+	double		secs;
 	long		gap_keys = 0;
 
 	nkeys = 100;
@@ -170,40 +182,37 @@ main(int argc, char **argv)
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
 
 		if (strcmp(a, "--purge-inflight") == 0)
-		{
 			purge_inflight = true;
-			continue;
-		}
-		if (strcmp(a, "--stats") == 0)
-		{
+		else if (strcmp(a, "--stats") == 0)
 			stats = true;
-			continue;
-		}
-		if (!v)
+		else if (!v)
 			usage();
-		i++;
-		if (strcmp(a, "-b") == 0)
-			bootstrap = v;
-		else if (strcmp(a, "-t") == 0)
-			topic = v;
-		else if (strcmp(a, "-n") == 0)
-			n = atol(v);
-		else if (strcmp(a, "-k") == 0)
-			nkeys = atol(v);
-		else if (strcmp(a, "-s") == 0)
-			size = atol(v);
-		else if (strcmp(a, "--first-id") == 0)
-			first_id = atoll(v);
-		else if (strcmp(a, "--rate") == 0)
-			rate = atol(v);
-		else if (strcmp(a, "--purge-after") == 0)
-			purge_after = atol(v);
-		else if (strcmp(a, "--wait") == 0)
-			wait_s = atol(v);
-		else if (strcmp(a, "-X") == 0 && noverrides < MAX_OVERRIDES && strchr(v, '='))
-			overrides[noverrides++] = v;
 		else
-			usage();
+		{
+			i++;
+			if (strcmp(a, "-b") == 0)
+				bootstrap = v;
+			else if (strcmp(a, "-t") == 0)
+				topic = v;
+			else if (strcmp(a, "-n") == 0)
+				n = atol(v);
+			else if (strcmp(a, "-k") == 0)
+				nkeys = atol(v);
+			else if (strcmp(a, "-s") == 0)
+				size = atol(v);
+			else if (strcmp(a, "--first-id") == 0)
+				first_id = atoll(v);
+			else if (strcmp(a, "--rate") == 0)
+				rate = atol(v);
+			else if (strcmp(a, "--purge-after") == 0)
+				purge_after = atol(v);
+			else if (strcmp(a, "--wait") == 0)
+				wait_s = atol(v);
+			else if (strcmp(a, "-X") == 0 && noverrides < MAX_OVERRIDES && strchr(v, '='))
+				overrides[noverrides++] = v;
+			else
+				usage();
+		}
 	}
 	if (!bootstrap || !topic || n < 0 || nkeys < 0 || size < 0 || size > 1000000)
 		usage();
@@ -284,12 +293,7 @@ main(int argc, char **argv)
 			while (now() < due)
 				rd_kafka_poll(rk, (int) ((due - now()) * 1000) + 1);
 		}
-		if (purge_after >= 0 && !purged && now() - start >= purge_after / 1000.0)
-		{
-			rd_kafka_purge(rk, RD_KAFKA_PURGE_F_QUEUE |
-						   (purge_inflight ? RD_KAFKA_PURGE_F_INFLIGHT : 0));
-			purged = true;
-		}
+		purge_if_due(rk);
 		sent_at[i] = now();
 		do
 		{
@@ -316,12 +320,7 @@ main(int argc, char **argv)
 	/* wait for the reports, purging on schedule if asked */
 	while (rd_kafka_outq_len(rk) > 0 && now() - start < wait_s)
 	{
-		if (purge_after >= 0 && !purged && now() - start >= purge_after / 1000.0)
-		{
-			rd_kafka_purge(rk, RD_KAFKA_PURGE_F_QUEUE |
-						   (purge_inflight ? RD_KAFKA_PURGE_F_INFLIGHT : 0));
-			purged = true;
-		}
+		purge_if_due(rk);
 		rd_kafka_poll(rk, 50);
 	}
 
