@@ -34,7 +34,10 @@ TAP_TESTS   = 1
 # The webhook receiver the TAP tests and benchmarks deliver to (needs
 # libssl-dev): built for the tests, not by `all`, so packaging needs no libssl.
 RECEIVER    = test/receiver/receiver
-EXTRA_CLEAN = $(RECEIVER)
+# The Kafka test tools (test/kafka: mock cluster, judging consumer, bare
+# producer; need librdkafka-dev), built for the tests the same way.
+KAFKA_TOOLS = test/kafka/mockcluster test/kafka/consume test/kafka/bare_producer
+EXTRA_CLEAN = $(RECEIVER) $(KAFKA_TOOLS)
 
 sql/outbox--$(EXTVERSION).sql: sql/outbox.sql
 	cp $< $@
@@ -42,6 +45,9 @@ sql/outbox--$(EXTVERSION).sql: sql/outbox.sql
 
 $(RECEIVER): test/receiver/receiver.c
 	$(MAKE) -C test/receiver
+
+$(KAFKA_TOOLS): test/kafka/%: test/kafka/%.c test/kafka/producer_conf.h
+	$(MAKE) -C test/kafka $*
 PROVE_TESTS = test/t/*.pl
 
 # PGXS tracks no header dependencies: every object depends on ours.
@@ -59,7 +65,7 @@ ifneq ($(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(srcdir)/outbox.cont
 $(error outbox.control default_version differs from EXTVERSION $(EXTVERSION))
 endif
 
-installcheck: $(RECEIVER)
+installcheck: $(RECEIVER) $(KAFKA_TOOLS)
 
 # The PGXN distribution: outbox-$(EXTVERSION).zip of the committed tree.
 dist:
