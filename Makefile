@@ -9,7 +9,7 @@ EXTVERSION  = 0.2.0
 MODULE_big  = outbox
 OBJS        = src/outbox.o src/catalog.o src/spi.o src/validate.o src/etag.o \
               src/gapless.o src/rows.o src/eventparse.o src/eventstore.o src/publish.o src/subscription.o \
-              src/http.o src/netblock.o src/redact.o src/webhook.o src/delivery.o src/retention.o src/shmem.o \
+              src/http.o src/netblock.o src/redact.o src/webhook.o src/delivery.o src/endpoint.o src/progress.o src/report.o src/transport.o src/backoff.o src/retention.o src/shmem.o \
               src/launcher.o src/relay.o src/stats.o src/projection.o src/projector.o src/options.o \
               src/kafka.o
 # Released scripts are never edited: sql/outbox.sql is the current version's,
@@ -35,7 +35,10 @@ TAP_TESTS   = 1
 # The webhook receiver the TAP tests and benchmarks deliver to (needs
 # libssl-dev): built for the tests, not by `all`, so packaging needs no libssl.
 RECEIVER    = test/receiver/receiver
-EXTRA_CLEAN = $(RECEIVER)
+# The Kafka test tools (test/kafka: mock cluster, judging consumer, bare
+# producer; need librdkafka-dev), built for the tests the same way.
+KAFKA_TOOLS = test/kafka/mockcluster test/kafka/consume test/kafka/bare_producer
+EXTRA_CLEAN = $(RECEIVER) $(KAFKA_TOOLS)
 
 sql/outbox--$(EXTVERSION).sql: sql/outbox.sql
 	cp $< $@
@@ -43,10 +46,13 @@ sql/outbox--$(EXTVERSION).sql: sql/outbox.sql
 
 $(RECEIVER): test/receiver/receiver.c
 	$(MAKE) -C test/receiver
+
+$(KAFKA_TOOLS): test/kafka/%: test/kafka/%.c test/kafka/producer_conf.h
+	$(MAKE) -C test/kafka $*
 PROVE_TESTS = test/t/*.pl
 
 # PGXS tracks no header dependencies: every object depends on ours.
-$(OBJS): src/outbox.h src/compat.h src/options.h src/netblock.h src/transport.h src/kafka.h
+$(OBJS): $(wildcard src/*.h)
 
 # No LLVM bitcode: it needs clang, which a fresh machine does not have.
 override with_llvm = no
@@ -60,7 +66,7 @@ ifneq ($(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(srcdir)/outbox.cont
 $(error outbox.control default_version differs from EXTVERSION $(EXTVERSION))
 endif
 
-installcheck: $(RECEIVER)
+installcheck: $(RECEIVER) $(KAFKA_TOOLS)
 
 # The PGXN distribution: outbox-$(EXTVERSION).zip of the committed tree.
 dist:

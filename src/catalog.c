@@ -24,6 +24,7 @@
 #include "utils/syscache.h"
 
 #include "outbox.h"
+#include "catalog.h"
 
 #define MAX_CACHED_RELS 16
 

@@ -15,6 +15,7 @@
 #include "utils/builtins.h"
 
 #include "outbox.h"
+#include "etag.h"
 
 #define ETAG_SEED_A UINT64CONST(0x6f7574626f780001)
 #define ETAG_SEED_B UINT64CONST(0x6f7574626f780002)

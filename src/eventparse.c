@@ -17,6 +17,8 @@
 #include "utils/uuid.h"
 
 #include "outbox.h"
+#include "eventparse.h"
+#include "validate.h"
 
 static Jsonb *json_null = NULL;
 static Jsonb *json_empty_object = NULL;

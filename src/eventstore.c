@@ -40,6 +40,15 @@
 #include "utils/xid8.h"
 
 #include "outbox.h"
+#include "catalog.h"
+#include "etag.h"
+#include "eventparse.h"
+#include "eventstore.h"
+#include "gapless.h"
+#include "projection.h"
+#include "rows.h"
+#include "spi.h"
+#include "validate.h"
 
 PG_FUNCTION_INFO_V1(outbox_append);
 PG_FUNCTION_INFO_V1(outbox_stream_etag);

@@ -73,6 +73,8 @@
 #include "utils/snapmgr.h"
 
 #include "outbox.h"
+#include "gapless.h"
+#include "shmem.h"
 
 /* Widen a 32-bit xid that is not in the future into a FullTransactionId. */
 static FullTransactionId

@@ -44,7 +44,9 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "backoff.h"
 #include "outbox.h"
+#include "http.h"
 #include "netblock.h"
 
 PG_FUNCTION_INFO_V1(outbox_check_url);
@@ -52,6 +54,8 @@ PG_FUNCTION_INFO_V1(outbox_check_url);
 #define HTTP_MAX_BODY		OUTBOX_LAST_ERROR_BYTES	/* response bytes kept, for last_error */
 #define HTTP_MAX_READY		256		/* sockets handled per wakeup */
 #define HTTP_POOL			256		/* finished easy handles kept for reuse */
+#define HTTP_MAX_CONNECTS	256		/* idle connections kept open for reuse */
+#define HTTP_CONNECT_TIMEOUT_MS	10000	/* connecting may take this much of a request's timeout */
 
 typedef struct HttpTransfer
 {
@@ -62,14 +66,12 @@ typedef struct HttpTransfer
 	char		response[HTTP_MAX_BODY + 1];
 	size_t		response_len;
 	long		retry_after_ms;
-	TimestampTz started;
 	int			opened;			/* sockets opened for it */
 	char		blocked[INET6_ADDRSTRLEN];	/* an address refused, or "" */
 } HttpTransfer;
 
 static CURLM *multi = NULL;
 static int	epfd = -1;			/* the sockets curl wants watched */
-static WaitEventSet *wait_set = NULL;	/* latch, postmaster death, epfd */
 /*
  * curl's timer: its callback gives a timeout relative to the moment it is
  * called, which may be long before http_wait runs; keep it as a deadline.
@@ -190,7 +192,11 @@ http_header_cb(char *data, size_t size, size_t nitems, void *userp)
 
 /* ---- the relay's side ---- */
 
-void
+/*
+ * Start libcurl for this relay; returns the descriptor (an epoll set of
+ * curl's sockets) that becomes readable when any of them is ready.
+ */
+pgsocket
 http_init(void)
 {
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
@@ -201,13 +207,11 @@ http_init(void)
 	epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (epfd < 0)
 		elog(ERROR, "epoll_create1 failed: %m");
-	wait_set = CreateWaitEventSet(TopMemoryContext, 3);
-	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
-	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
-	AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, epfd, NULL, NULL);
-	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, http_socket_cb);
-	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, http_timer_cb);
-	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, 256L);
+	if (curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, http_socket_cb) != CURLM_OK ||
+		curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, http_timer_cb) != CURLM_OK ||
+		curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) HTTP_MAX_CONNECTS) != CURLM_OK)
+		elog(ERROR, "curl_multi_setopt failed");
+	return epfd;
 }
 
 int
@@ -216,10 +220,27 @@ http_in_flight(void)
 	return in_flight;
 }
 
+/* curl_easy_setopt, checked: an option curl refuses must not be skipped silently */
+#define HTTP_SETOPT(easy, opt, val) \
+	do { \
+		if (curl_easy_setopt((easy), (opt), (val)) != CURLE_OK) \
+			elog(ERROR, "curl_easy_setopt(%s) failed", #opt); \
+	} while (0)
+
+/* Release a transfer's own memory (not its easy handle). */
+static void
+http_transfer_free(HttpTransfer *t)
+{
+	curl_slist_free_all(t->headers);
+	free(t->body);
+	free(t);
+}
+
 /*
  * Start a POST.  headers are complete "Name: value" lines; body is copied.
  * owner comes back with the result.  Every option is set here, each time,
- * because easy handles are reused.
+ * because easy handles are reused.  Raises an error only before the
+ * transfer is added (nothing is sent then).
  */
 void
 http_post(void *owner, const char *url, List *headers, const char *body, size_t body_len,
@@ -227,74 +248,104 @@ http_post(void *owner, const char *url, List *headers, const char *body, size_t 
 {
 	HttpTransfer *t = calloc(1, sizeof(HttpTransfer));
 	ListCell   *lc;
+	CURL	   *easy;
 
-	if (t == NULL || (t->body = malloc(body_len + 1)) == NULL ||
-		(t->easy = npool > 0 ? pool[--npool] : curl_easy_init()) == NULL)
+	if (t == NULL || (t->body = malloc(body_len + 1)) == NULL)
+	{
+		free(t);
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	}
 	memcpy(t->body, body, body_len);
 	t->owner = owner;
 	t->retry_after_ms = -1;
-	t->started = GetCurrentTimestamp();
-	foreach(lc, headers)
-		t->headers = curl_slist_append(t->headers, lfirst(lc));
 	/* no "Expect: 100-continue" round trip */
-	t->headers = curl_slist_append(t->headers, "Expect:");
+	headers = lappend(list_copy(headers), "Expect:");
+	foreach(lc, headers)
+	{
+		struct curl_slist *more = curl_slist_append(t->headers, lfirst(lc));
 
-	curl_easy_setopt(t->easy, CURLOPT_URL, url);
-	curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, t->body);
-	curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) body_len);
-	curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, t->headers);
-	curl_easy_setopt(t->easy, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, timeout_ms);
-	curl_easy_setopt(t->easy, CURLOPT_CONNECTTIMEOUT_MS, Min(timeout_ms, 10000L));
-	curl_easy_setopt(t->easy, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(t->easy, CURLOPT_FOLLOWLOCATION, 0L);
-	/* "": no proxy, whatever http_proxy and friends say in the environment */
-	curl_easy_setopt(t->easy, CURLOPT_PROXY, "");
-	curl_easy_setopt(t->easy, CURLOPT_OPENSOCKETFUNCTION, http_opensocket_cb);
-	curl_easy_setopt(t->easy, CURLOPT_OPENSOCKETDATA, t);
-	curl_easy_setopt(t->easy, CURLOPT_PREREQFUNCTION, http_prereq_cb);
-	curl_easy_setopt(t->easy, CURLOPT_PREREQDATA, t);
-	curl_easy_setopt(t->easy, CURLOPT_SSL_VERIFYPEER, 1L);
-	curl_easy_setopt(t->easy, CURLOPT_SSL_VERIFYHOST, 2L);
-	curl_easy_setopt(t->easy, CURLOPT_USERAGENT, "outbox/" OUTBOX_VERSION);
-	curl_easy_setopt(t->easy, CURLOPT_WRITEFUNCTION, http_write_cb);
-	curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, t);
-	curl_easy_setopt(t->easy, CURLOPT_HEADERFUNCTION, http_header_cb);
-	curl_easy_setopt(t->easy, CURLOPT_HEADERDATA, t);
-	curl_easy_setopt(t->easy, CURLOPT_PRIVATE, t);
-	if (curl_multi_add_handle(multi, t->easy) != CURLM_OK)
-		elog(ERROR, "curl_multi_add_handle failed");
+		/* a header dropped for want of memory could be the signature */
+		if (more == NULL)
+		{
+			http_transfer_free(t);
+			ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+		}
+		t->headers = more;
+	}
+	list_free(headers);
+	easy = npool > 0 ? pool[--npool] : curl_easy_init();
+	if (easy == NULL)
+	{
+		http_transfer_free(t);
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	}
+	t->easy = easy;
+	PG_TRY();
+	{
+		HTTP_SETOPT(easy, CURLOPT_URL, url);
+		HTTP_SETOPT(easy, CURLOPT_POSTFIELDS, t->body);
+		HTTP_SETOPT(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) body_len);
+		HTTP_SETOPT(easy, CURLOPT_HTTPHEADER, t->headers);
+		HTTP_SETOPT(easy, CURLOPT_NOSIGNAL, 1L);
+		HTTP_SETOPT(easy, CURLOPT_TIMEOUT_MS, timeout_ms);
+		HTTP_SETOPT(easy, CURLOPT_CONNECTTIMEOUT_MS, Min(timeout_ms, (long) HTTP_CONNECT_TIMEOUT_MS));
+		HTTP_SETOPT(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+		HTTP_SETOPT(easy, CURLOPT_FOLLOWLOCATION, 0L);
+		/* "": no proxy, whatever http_proxy and friends say in the environment */
+		HTTP_SETOPT(easy, CURLOPT_PROXY, "");
+		HTTP_SETOPT(easy, CURLOPT_OPENSOCKETFUNCTION, http_opensocket_cb);
+		HTTP_SETOPT(easy, CURLOPT_OPENSOCKETDATA, t);
+		HTTP_SETOPT(easy, CURLOPT_PREREQFUNCTION, http_prereq_cb);
+		HTTP_SETOPT(easy, CURLOPT_PREREQDATA, t);
+		HTTP_SETOPT(easy, CURLOPT_SSL_VERIFYPEER, 1L);
+		HTTP_SETOPT(easy, CURLOPT_SSL_VERIFYHOST, 2L);
+		HTTP_SETOPT(easy, CURLOPT_USERAGENT, "outbox/" OUTBOX_VERSION);
+		HTTP_SETOPT(easy, CURLOPT_WRITEFUNCTION, http_write_cb);
+		HTTP_SETOPT(easy, CURLOPT_WRITEDATA, t);
+		HTTP_SETOPT(easy, CURLOPT_HEADERFUNCTION, http_header_cb);
+		HTTP_SETOPT(easy, CURLOPT_HEADERDATA, t);
+		HTTP_SETOPT(easy, CURLOPT_PRIVATE, t);
+		if (curl_multi_add_handle(multi, easy) != CURLM_OK)
+			elog(ERROR, "curl_multi_add_handle failed");
+	}
+	PG_CATCH();
+	{
+		curl_easy_cleanup(easy);
+		http_transfer_free(t);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 	in_flight++;
 }
 
+/* A multi-interface call failed: curl's state is unknown, the relay restarts. */
+static void
+http_check_multi(CURLMcode rc)
+{
+	if (rc != CURLM_OK)
+		elog(ERROR, "libcurl multi interface failed: %s", curl_multi_strerror(rc));
+}
+
+/* ms until curl's own timer, or -1 */
+long
+http_timeout(void)
+{
+	if (!curl_timer_set)
+		return -1;
+	return ms_until(curl_deadline, GetCurrentTimestamp());
+}
+
 /*
- * Sleep until the latch is set, the postmaster dies, a socket is ready or
- * timeout_ms passes (-1: no limit but curl's own timers), then let curl
- * make progress.  No transaction may be open.
+ * After the relay's wait (transport.c): let curl make progress on the
+ * sockets that are ready (sockets_ready: the epoll set was readable), and
+ * on its timer if it is due.
  */
 void
-http_wait(long timeout_ms)
+http_progress(bool sockets_ready)
 {
-	WaitEvent	events[3];
 	struct epoll_event ready[HTTP_MAX_READY];
 	int			nready;
 	int			running;
-	bool		sockets_ready = false;
-
-	if (curl_timer_set)
-	{
-		/* rounded up: waking before the deadline would only turn the loop again */
-		long		curl_ms = (long) Max(0, (curl_deadline - GetCurrentTimestamp() + 999) / 1000);
-
-		if (timeout_ms < 0 || curl_ms < timeout_ms)
-			timeout_ms = curl_ms;
-	}
-
-	nready = WaitEventSetWait(wait_set, timeout_ms, events, lengthof(events), PG_WAIT_EXTENSION);
-	for (int i = 0; i < nready; i++)
-		if (events[i].events & WL_SOCKET_READABLE)
-			sockets_ready = true;
 
 	if (sockets_ready)
 	{
@@ -307,7 +358,7 @@ http_wait(long timeout_ms)
 				flags |= CURL_CSELECT_IN;
 			if (ready[i].events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
 				flags |= CURL_CSELECT_OUT;
-			curl_multi_socket_action(multi, ready[i].data.fd, flags, &running);
+			http_check_multi(curl_multi_socket_action(multi, ready[i].data.fd, flags, &running));
 		}
 	}
 	if (curl_timer_set && GetCurrentTimestamp() >= curl_deadline)
@@ -323,7 +374,7 @@ http_wait(long timeout_ms)
 		 * that way, and a timed-out request then waited for ever.)
 		 */
 		curl_timer_set = false;
-		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+		http_check_multi(curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running));
 		if (!curl_timer_set && curl_multi_timeout(multi, &next_ms) == CURLM_OK && next_ms >= 0)
 			http_timer_cb(multi, next_ms, NULL);
 	}
@@ -346,13 +397,14 @@ http_next_result(HttpResult *r)
 
 		if (msg->msg != CURLMSG_DONE)
 			continue;
-		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &t);
-		if (msg->data.result == CURLE_OK)
-			curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+		if (curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &t) != CURLE_OK)
+			elog(ERROR, "curl_easy_getinfo(CURLINFO_PRIVATE) failed");
+		if (msg->data.result == CURLE_OK &&
+			curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status) != CURLE_OK)
+			status = 0;			/* reported as a transport failure */
 		r->owner = t->owner;
 		r->status = (int) status;
 		r->retry_after_ms = t->retry_after_ms;
-		r->elapsed_us = GetCurrentTimestamp() - t->started;
 		/* refused by outbox.blocked_networks: every address, or a reused connection's */
 		r->blocked = msg->data.result != CURLE_OK && t->blocked[0] != '\0' &&
 			(t->opened == 0 || msg->data.result == CURLE_ABORTED_BY_CALLBACK);
@@ -371,15 +423,13 @@ http_next_result(HttpResult *r)
 		for (char *c = r->error; *c; c++)
 			if ((unsigned char) *c < 0x20 || (unsigned char) *c >= 0x7f)
 				*c = '?';
-		curl_multi_remove_handle(multi, t->easy);
+		http_check_multi(curl_multi_remove_handle(multi, t->easy));
 		/* every option is set again by http_post: keep the handle for the next */
 		if (npool < HTTP_POOL)
 			pool[npool++] = t->easy;
 		else
 			curl_easy_cleanup(t->easy);
-		curl_slist_free_all(t->headers);
-		free(t->body);
-		free(t);
+		http_transfer_free(t);
 		in_flight--;
 		return true;
 	}

@@ -127,6 +127,7 @@
 #include "netblock.h"
 #include "outbox.h"
 #include "transport.h"
+#include "validate.h"
 
 PG_FUNCTION_INFO_V1(outbox_check_kafka_url);
 
@@ -1455,9 +1456,9 @@ kafka_timestamp(TimestampTz t)
 	return Max(ms, 0);			/* 0: librdkafka stamps it now */
 }
 
-/* The record's headers: outbox's, the endpoint's, then the message's own. */
+/* The record's headers: outbox's, the endpoint's, then the message's own (NULL: none). */
 static rd_kafka_headers_t *
-kafka_record_headers(KafkaConn *conn, const TransportMessage *m)
+kafka_record_headers(KafkaConn *conn, const TransportMessage *m, Jsonb *own)
 {
 	rd_kafka_headers_t *h = rd_kafka_headers_new(2 + conn->nheaders);
 	char		id[32];
@@ -1469,9 +1470,9 @@ kafka_record_headers(KafkaConn *conn, const TransportMessage *m)
 	for (int i = 0; ok && i < conn->nheaders; i++)
 		ok = rd_kafka_header_add(h, conn->headers[i].name, -1, conn->headers[i].value, -1) ==
 			RD_KAFKA_RESP_ERR_NO_ERROR;
-	if (ok && m->headers != NULL && JB_ROOT_IS_OBJECT(m->headers))
+	if (ok && own != NULL && JB_ROOT_IS_OBJECT(own))
 	{
-		JsonbIterator *it = JsonbIteratorInit(&m->headers->root);
+		JsonbIterator *it = JsonbIteratorInit(&own->root);
 		JsonbValue	v;
 		JsonbIteratorToken tok;
 		char	   *name = NULL;
@@ -1523,13 +1524,29 @@ kafka_record_topic(const char *template, const char *topic, char **why)
 	return NULL;
 }
 
-/* Produce one record; the error librdkafka returns at once. */
+/* A detoasted copy of a jsonb datum is freed once used. */
+static void
+kafka_jsonb_free(Jsonb *jb, Datum d)
+{
+	if (jb != NULL && (Pointer) jb != DatumGetPointer(d))
+		pfree(jb);
+}
+
+/*
+ * Produce one record; the error librdkafka returns at once.  The payload
+ * and headers are detoasted, printed and freed here, one message at a time.
+ */
 static rd_kafka_resp_err_t
 kafka_produce(KafkaConn *conn, KafkaRecord *rec, const char *topic, const TransportMessage *m)
 {
-	char	   *value = JsonbToCString(NULL, &m->payload->root, VARSIZE(m->payload));
-	rd_kafka_headers_t *headers = kafka_record_headers(conn, m);
+	Jsonb	   *payload = DatumGetJsonbP(m->payload);
+	Jsonb	   *own = m->headers ? DatumGetJsonbP(m->headers) : NULL;
+	char	   *value = JsonbToCString(NULL, &payload->root, VARSIZE(payload));
+	rd_kafka_headers_t *headers = kafka_record_headers(conn, m, own);
 	rd_kafka_resp_err_t err;
+
+	kafka_jsonb_free(payload, m->payload);
+	kafka_jsonb_free(own, m->headers);
 
 	err = rd_kafka_producev(conn->producer->rk,
 							RD_KAFKA_V_TOPIC(topic),

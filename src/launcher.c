@@ -71,12 +71,24 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "backoff.h"
 #include "outbox.h"
+#include "launcher.h"
+#include "shmem.h"
+
+/* the postmaster restarts a launcher that exited with an error after this */
+#define LAUNCHER_RESTART_S	5
+/*
+ * Stopping a database's workers (DROP DATABASE and friends) waits this long
+ * for them to exit, looking every STOP_POLL_MS; past it, the command goes on
+ * (and fails if they still hold the database).
+ */
+#define STOP_WAIT_MS		10000
+#define STOP_POLL_MS		10
 
 PGDLLEXPORT void outbox_launcher_main(Datum arg);
 
 #define LAUNCHER_RESCAN_MS		60000
-#define RESTART_BACKOFF_MAX_MS	60000
 #define DROP_HOLD_MS			30000
 
 /* launcher-local: the handle of each slot's relay */
@@ -95,7 +107,7 @@ launcher_register(void)
 
 	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
 	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	bgw.bgw_restart_time = 5;
+	bgw.bgw_restart_time = LAUNCHER_RESTART_S;
 	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "outbox");
 	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "outbox_launcher_main");
 	snprintf(bgw.bgw_name, BGW_MAXLEN, "outbox launcher");
@@ -146,7 +158,7 @@ launcher_back_off(RelaySlot *slot, TimestampTz now)
 {
 	slot->failures++;
 	slot->next_start_at = TimestampTzPlusMilliseconds(now,
-		Min(RESTART_BACKOFF_MAX_MS, 1000L << Min(slot->failures - 1, 6)));
+		backoff_ceiling_ms(RESTART_BACKOFF_BASE_MS, RESTART_BACKOFF_MAX_MS, slot->failures));
 	slot->state = RELAY_BACKOFF;
 }
 
@@ -387,7 +399,6 @@ outbox_launcher_main(Datum arg)
 	handles = MemoryContextAllocZero(TopMemoryContext,
 									 sizeof(BackgroundWorkerHandle *) * outbox_shmem->nslots);
 	LWLockAcquire(outbox_shmem->lock, LW_EXCLUSIVE);
-	outbox_shmem->launcher_pid = MyProcPid;
 	outbox_shmem->launcher_latch = MyLatch;
 	LWLockRelease(outbox_shmem->lock);
 	ereport(LOG, (errmsg("outbox launcher started")));
@@ -448,7 +459,7 @@ launcher_hold_database(const char *dbname)
 		kill(pid, SIGTERM);
 	if (projector_pid != 0)
 		kill(projector_pid, SIGTERM);
-	for (int i = 0; i < 1000; i++)
+	for (int i = 0; i < STOP_WAIT_MS / STOP_POLL_MS; i++)
 	{
 		bool		gone;
 
@@ -457,7 +468,7 @@ launcher_hold_database(const char *dbname)
 		LWLockRelease(outbox_shmem->lock);
 		if (gone)
 			return dboid;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10,
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, STOP_POLL_MS,
 						 PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();

@@ -37,6 +37,7 @@
 
 #include "kafka.h"
 #include "outbox.h"
+#include "validate.h"
 #include "options.h"
 
 PG_FUNCTION_INFO_V1(outbox_endpoint_options);

@@ -11,6 +11,8 @@
 #include "utils/memutils.h"
 
 #include "outbox.h"
+#include "launcher.h"
+#include "shmem.h"
 #include "netblock.h"
 
 PG_MODULE_MAGIC;

@@ -46,6 +46,13 @@
 #include "utils/xid8.h"
 
 #include "outbox.h"
+#include "catalog.h"
+#include "eventparse.h"
+#include "eventstore.h"
+#include "gapless.h"
+#include "projection.h"
+#include "shmem.h"
+#include "spi.h"
 #include "options.h"
 
 PG_FUNCTION_INFO_V1(outbox_create_projection);

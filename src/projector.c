@@ -32,8 +32,8 @@
  * A handler error rolls the batch back.  If an event other than the first
  * failed, the events before it are applied again at once as a shorter batch;
  * the next batch then starts with the failing event.  When the first event
- * fails, the attempt is recorded (attempts, last_error, retry_at after an
- * exponential backoff, min(backoff_max_ms, backoff_base_ms * 2^attempt)),
+ * fails, the attempt is recorded (attempts, last_error, retry_at after the
+ * same full-jitter backoff as deliveries', backoff.h),
  * and after max_attempts the projection stops there in state 'failed':
  * events are never skipped.  resume_projection tries again.
  *
@@ -68,7 +68,16 @@
 #include "utils/timestamp.h"
 #include "utils/xid8.h"
 
+#include "backoff.h"
 #include "outbox.h"
+#include "etag.h"
+#include "gapless.h"
+#include "projection.h"
+#include "projector.h"
+#include "relay.h"
+#include "shmem.h"
+#include "spi.h"
+#include "validate.h"
 #include "options.h"
 
 PG_FUNCTION_INFO_V1(outbox_wait_for_projection);
@@ -81,7 +90,6 @@ PGDLLEXPORT void outbox_projector_main(Datum arg);
 /* a longer timeout waits this long (100 years: forever, without overflowing a timestamp) */
 #define WAIT_MAX_MS			(INT64CONST(100) * 365 * 24 * 3600 * 1000)
 #define BATCH_MAX_MS		50		/* a batch ends early after this much handler time */
-#define RESTART_BACKOFF_MAX_MS	60000
 
 static OutboxPlan plan_list = {
 	"SELECT id, mode = 'async' AND state IN ('running', 'rebuilding'), retry_at, mode = 'async'"
@@ -108,18 +116,18 @@ static OutboxPlan plan_checkpoint = {
 	4, {INT4OID, INT8OID, INT8OID, BOOLOID}
 };
 static OutboxPlan plan_options = {
-	"SELECT options FROM outbox._projections WHERE id = $1",
+	"SELECT options, attempts FROM outbox._projections WHERE id = $1",
 	1, {INT4OID}
 };
-/* $3, $4, $5: max_attempts, backoff_base_ms, backoff_max_ms (options.c) */
+/* $3: max_attempts (options.c); $4: the backoff delay in ms (backoff.h) */
 static OutboxPlan plan_failure = {
 	"UPDATE outbox._projections"
 	" SET attempts = attempts + 1, last_error = $2,"
-	" retry_at = now() + least($5::float8, $4 * power(2, least(attempts, 40))) * interval '1 ms',"
+	" retry_at = now() + $4 * interval '1 ms',"
 	" state = CASE WHEN attempts + 1 >= $3 THEN 'failed' ELSE state END"
 	" WHERE id = $1 AND mode = 'async' AND state IN ('running', 'rebuilding')"
 	" RETURNING retry_at, state",
-	5, {INT4OID, TEXTOID, INT4OID, INT4OID, INT4OID}
+	4, {INT4OID, TEXTOID, INT4OID, INT8OID}
 };
 static OutboxPlan plan_state = {
 	"SELECT mode, state, position, last_error FROM outbox._projections WHERE name = $1",
@@ -208,9 +216,10 @@ static void
 projector_failed(int id, const char *name, int64 position, const char *message)
 {
 	OutboxSpi	spi = OUTBOX_SPI_INIT;
-	Datum		args[5];
+	Datum		args[4];
 	char	   *error;
 	ProjectionOptions opt;
+	int			attempts = 0;
 
 	if (name == NULL)
 		name = psprintf("%d", id);
@@ -232,10 +241,13 @@ projector_failed(int id, const char *name, int64 position, const char *message)
 		/* options it cannot use: this failure is its last */
 		if (options_read(OPTIONS_PROJECTION, DatumGetJsonbP(d), &opt) != NULL)
 			opt.max_attempts = 1;
+		attempts = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2,
+											   &isnull));
 	}
 	args[2] = Int32GetDatum(opt.max_attempts);
-	args[3] = Int32GetDatum(opt.backoff_base_ms);
-	args[4] = Int32GetDatum(opt.backoff_max_ms);
+	/* the same full-jitter backoff as deliveries' */
+	args[3] = Int64GetDatum(backoff_jitter_ms(opt.backoff_base_ms, opt.backoff_max_ms,
+											  attempts + 1));
 	if (outbox_spi_run(&plan_failure, args, NULL, false, 0, SPI_OK_UPDATE_RETURNING) == 1)
 	{
 		bool		isnull;
@@ -549,7 +561,8 @@ projector_back_off(RelaySlot *slot, TimestampTz now)
 	slot->projector.failures++;
 	slot->projector.state = PROJECTOR_BACKOFF;
 	slot->projector.next_start_at = TimestampTzPlusMilliseconds(now,
-		Min(RESTART_BACKOFF_MAX_MS, 1000L << Min(slot->projector.failures - 1, 6)));
+		backoff_ceiling_ms(RESTART_BACKOFF_BASE_MS, RESTART_BACKOFF_MAX_MS,
+						   slot->projector.failures));
 }
 
 /* Register the projector of the relay's slot.  Caller holds the lock. */

@@ -19,6 +19,12 @@
 #include "utils/xid8.h"
 
 #include "outbox.h"
+#include "catalog.h"
+#include "gapless.h"
+#include "rows.h"
+#include "shmem.h"
+#include "spi.h"
+#include "validate.h"
 
 PG_FUNCTION_INFO_V1(outbox_publish);
 PG_FUNCTION_INFO_V1(outbox_read_messages);

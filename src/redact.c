@@ -27,6 +27,8 @@
 
 #include "kafka.h"
 #include "outbox.h"
+#include "redact.h"
+#include "http.h"
 
 PG_FUNCTION_INFO_V1(outbox_shown_url);
 PG_FUNCTION_INFO_V1(outbox_shown_error);

@@ -58,7 +58,15 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "backoff.h"
+#include "delivery.h"
 #include "outbox.h"
+#include "catalog.h"
+#include "projector.h"
+#include "relay.h"
+#include "retention.h"
+#include "shmem.h"
+#include "transport.h"
 
 PGDLLEXPORT void outbox_relay_main(Datum arg);
 
@@ -139,15 +147,6 @@ relay_xact_end(void)
 	MemoryContextSwitchTo(xact_caller_cxt);
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
-}
-
-/* The shorter of two timeouts in ms, -1 meaning none. */
-static long
-sooner(long a, long b)
-{
-	if (a < 0)
-		return b;
-	return (b >= 0 && b < a) ? b : a;
 }
 
 /*
@@ -286,14 +285,14 @@ outbox_relay_main(Datum arg)
 
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	pgstat_report_appname("outbox relay");
-	http_init();
+	transport_init();
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "outbox relay loop", ALLOCSET_DEFAULT_SIZES);
 
 	for (;;)
 	{
 		uint64		generation;
 		bool		woken;
-		HttpResult	result;
+		TransportResult result;
 		long		timeout;
 
 		if (relay_turn_begin(loop_cxt))
@@ -339,8 +338,8 @@ outbox_relay_main(Datum arg)
 		/* any of the above may have consumed a wake-up: the flags say */
 		if (relay_pending())
 			timeout = 0;
-		http_wait(timeout);
-		while (http_next_result(&result))
+		transport_wait(timeout);
+		while (transport_next_result(&result))
 		{
 			delivery_complete(&result);
 			my_slot->requests++;	/* only this process writes it */

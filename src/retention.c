@@ -32,6 +32,10 @@
 #include "utils/timestamp.h"
 
 #include "outbox.h"
+#include "catalog.h"
+#include "relay.h"
+#include "retention.h"
+#include "spi.h"
 
 /* Messages older than $1 seconds that nothing needs any more (see above). */
 static OutboxPlan plan_expire = {

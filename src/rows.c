@@ -27,6 +27,8 @@
 #include "utils/snapmgr.h"
 
 #include "outbox.h"
+#include "catalog.h"
+#include "rows.h"
 
 /* Open relid for writing: an executor state with its indexes open. */
 void

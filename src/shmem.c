@@ -47,6 +47,7 @@
 #include "utils/timestamp.h"
 
 #include "outbox.h"
+#include "shmem.h"
 
 PG_FUNCTION_INFO_V1(outbox_notify_relay);
 

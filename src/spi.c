@@ -23,6 +23,9 @@
 
 #include "compat.h"
 #include "outbox.h"
+#include "catalog.h"
+#include "gapless.h"
+#include "spi.h"
 
 /*
  * Connect to SPI, pin the search_path and become the extension owner; does

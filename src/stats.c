@@ -21,6 +21,13 @@
 #include "utils/tuplestore.h"
 
 #include "outbox.h"
+#include "gapless.h"
+#include "redact.h"
+#include "shmem.h"
+
+/* columns of outbox._stat_endpoints() and outbox._stat_workers() */
+#define STAT_ENDPOINT_COLUMNS	15
+#define STAT_WORKER_COLUMNS		11
 
 PG_FUNCTION_INFO_V1(outbox_stat_endpoints);
 PG_FUNCTION_INFO_V1(outbox_stat_workers);
@@ -80,8 +87,8 @@ outbox_stat_endpoints(PG_FUNCTION_ARGS)
 	for (int i = 0; i < n; i++)
 	{
 		EndpointStats *s = &copy[i];
-		Datum		values[15];
-		bool		nulls[15] = {0};
+		Datum		values[STAT_ENDPOINT_COLUMNS];
+		bool		nulls[STAT_ENDPOINT_COLUMNS] = {0};
 
 		if (s->endpoint_id == 0)
 			continue;
@@ -148,8 +155,8 @@ stats_worker_row(ReturnSetInfo *rsinfo, Oid dboid, const char *worker, pid_t pid
 				 uint64 loops, int64 requests, TimestampTz blocked_since,
 				 int blocker_pid, TimestampTz blocker_since)
 {
-	Datum		values[11];
-	bool		nulls[11] = {0};
+	Datum		values[STAT_WORKER_COLUMNS];
+	bool		nulls[STAT_WORKER_COLUMNS] = {0};
 	bool		blocked = blocked_since != 0 && blocker_pid != 0;
 
 	values[0] = ObjectIdGetDatum(dboid);
@@ -221,8 +228,8 @@ outbox_stat_workers(PG_FUNCTION_ARGS)
 	/* databases with the extension that outbox.max_databases left without a relay */
 	for (int i = 0; i < nwaiting; i++)
 	{
-		Datum		values[11] = {0};
-		bool		nulls[11];
+		Datum		values[STAT_WORKER_COLUMNS] = {0};
+		bool		nulls[STAT_WORKER_COLUMNS];
 
 		memset(nulls, true, sizeof(nulls));
 		values[0] = ObjectIdGetDatum(waiting[i]);

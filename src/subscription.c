@@ -39,6 +39,10 @@
 #include "utils/xid8.h"
 
 #include "outbox.h"
+#include "gapless.h"
+#include "spi.h"
+#include "subscription.h"
+#include "validate.h"
 
 PG_FUNCTION_INFO_V1(outbox_poll);
 PG_FUNCTION_INFO_V1(outbox_ack);

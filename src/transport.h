@@ -43,15 +43,19 @@ typedef struct TransportResult
 	char		error[OUTBOX_LAST_ERROR_BYTES]; /* "" on success */
 } TransportResult;
 
-/* One message to send, payload and headers read by the core (as stored). */
+/*
+ * One message to send.  payload and headers are the jsonb datums as stored
+ * (possibly TOASTed): detoast them one message at a time while printing,
+ * and free the copy, so that a batch never holds every payload at once.
+ */
 typedef struct TransportMessage
 {
 	int64		id;
 	const char *topic;
 	const char *key;			/* NULL: none */
 	TimestampTz created_at;
-	Jsonb	   *payload;
-	Jsonb	   *headers;		/* the message's own headers; NULL: none */
+	Datum		payload;		/* jsonb */
+	Datum		headers;		/* jsonb: the message's own headers; 0: none */
 } TransportMessage;
 
 /* An endpoint's configuration, from its catalog row, as a transport needs it. */
@@ -130,6 +134,7 @@ typedef struct TransportOps
 
 /* transport.c: choosing a transport, and the relay's one wait */
 extern const TransportOps *transport_for_url(const char *url);
+extern void transport_init(void);
 extern void transport_wait(long timeout_ms);
 extern bool transport_next_result(TransportResult *r);
 extern int	transport_in_flight(void);

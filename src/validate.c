@@ -14,6 +14,7 @@
 #include "utils/jsonb.h"
 
 #include "outbox.h"
+#include "validate.h"
 
 #define OUTBOX_MAX_COUNT 100000
 

@@ -1,7 +1,11 @@
 /*-------------------------------------------------------------------------
  * webhook.c
- *		The HTTP request for a message (or a batch): body, headers and the
- *		Standard Webhooks signature.
+ *		The webhook transport (transport.h): the HTTP request for a message
+ *		(or a batch): body, headers and the Standard Webhooks signature,
+ *		sent through http.c, and what its outcome means for the delivery
+ *		core (2xx delivered; transport errors, timeouts, 408, 429, 5xx and
+ *		3xx retried; other 4xx and a blocked address dead-lettered at once;
+ *		410 also pauses the endpoint).
  *
  * Standard Webhooks (https://www.standardwebhooks.com): headers webhook-id
  * (stable across retries: "msg_<id>"), webhook-timestamp (Unix seconds of
@@ -24,6 +28,15 @@
  * at a time, so that the relay can cut a batch before it grows too large
  * (webhook_json_length tells the size first) and never holds a message's
  * text anywhere but in the body.
+ *
+ * Memory bounds (README, "Memory"), whatever the payloads and the batch
+ * settings:
+ *   BATCH_BODY_MAX		a batch is cut before the message that would take its
+ *						body past this (nginx's default limit); a message alone
+ *						may take up to OUTBOX_MAX_BODY_BYTES
+ *   IN_FLIGHT_BODY_MAX	request bodies out at once per endpoint: no new request
+ *						starts beyond it (one always may)
+ * A body is freed as soon as curl has its copy.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -37,12 +50,47 @@
 #include "utils/json.h"
 #include "utils/resowner.h"
 #include "utils/jsonb.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "outbox.h"
+#include "validate.h"
+#include "http.h"
+#include "transport.h"
+
+#define BATCH_BODY_MAX		(1024 * 1024)
+#define IN_FLIGHT_BODY_MAX	(8 * 1024 * 1024)
+
+/* An endpoint's state (transport.h's conn), in its own memory context. */
+typedef struct WebhookConn
+{
+	MemoryContext cxt;
+	char	   *url;
+	List	   *keys;			/* WebhookKey *, one per active secret */
+	List	   *header_lines;	/* the endpoint's headers, "Name: value" */
+	int			timeout_ms;
+	int			batch_size;
+	Size		body_bytes;		/* request bodies in flight */
+	int			in_flight;		/* requests in flight */
+	bool		closed;			/* the core is done with it: free when idle */
+} WebhookConn;
+
+/* One request in flight. */
+typedef struct WebhookRequest
+{
+	WebhookConn *conn;
+	void	   *owner;			/* the core's */
+	Size		body_len;
+} WebhookRequest;
+
+typedef struct WebhookKey
+{
+	uint8	   *key;
+	int			len;
+} WebhookKey;
 
 /* Decode one configured secret into its signing key; NULL if it is not valid. */
-WebhookKey *
+static WebhookKey *
 webhook_key(const char *secret)
 {
 	WebhookKey *k = palloc(sizeof(WebhookKey));
@@ -161,7 +209,7 @@ webhook_jsonb_headers(List *lines, Jsonb *jb, bool from_message)
 }
 
 /* The same, for the object as JSON text. */
-List *
+static List *
 webhook_json_headers(List *lines, const char *json, bool from_message)
 {
 	if (json == NULL || strcmp(json, "{}") == 0)
@@ -236,8 +284,9 @@ webhook_json_length(Jsonb *jb, Size limit)
  * (batched).  webhook_body_add appends one message, webhook_build closes
  * the body and makes the headers.
  */
-void
-webhook_body_add(StringInfo body, bool batched, const WebhookMessage *m, Jsonb *payload, Jsonb *headers)
+static void
+webhook_body_add(StringInfo body, bool batched, const TransportMessage *m, Jsonb *payload,
+				 Jsonb *headers)
 {
 	if (!batched)
 	{
@@ -263,8 +312,8 @@ webhook_body_add(StringInfo body, bool batched, const WebhookMessage *m, Jsonb *
 }
 
 /* What webhook_body_add adds for m besides its headers and payload (a bound). */
-Size
-webhook_envelope_length(const WebhookMessage *m)
+static Size
+webhook_envelope_length(const TransportMessage *m)
 {
 	return 128 + webhook_string_length(m->topic, strlen(m->topic)) +
 		(m->key ? webhook_string_length(m->key, strlen(m->key)) : 0);
@@ -275,8 +324,8 @@ webhook_envelope_length(const WebhookMessage *m)
  * webhook_body_add wrote: close a batch, and return the header lines
  * (palloc'd "Name: value").  headers: the message's own, not batched.
  */
-List *
-webhook_build(const WebhookEndpoint *ep, WebhookMessage **msgs, int n, bool batched,
+static List *
+webhook_build(const WebhookConn *ep, const TransportMessage *msgs, int n, bool batched,
 			  Jsonb *headers, StringInfo body)
 {
 	List	   *lines = NIL;
@@ -285,14 +334,14 @@ webhook_build(const WebhookEndpoint *ep, WebhookMessage **msgs, int n, bool batc
 
 	if (!batched)
 	{
-		id = psprintf("msg_" INT64_FORMAT, msgs[0]->id);
-		lines = lappend(lines, psprintf("outbox-topic: %s", msgs[0]->topic));
-		if (msgs[0]->key)
-			lines = lappend(lines, psprintf("outbox-key: %s", msgs[0]->key));
+		id = psprintf("msg_" INT64_FORMAT, msgs[0].id);
+		lines = lappend(lines, psprintf("outbox-topic: %s", msgs[0].topic));
+		if (msgs[0].key)
+			lines = lappend(lines, psprintf("outbox-key: %s", msgs[0].key));
 	}
 	else
 	{
-		id = psprintf("batch_" INT64_FORMAT "_" INT64_FORMAT, msgs[0]->id, msgs[n - 1]->id);
+		id = psprintf("batch_" INT64_FORMAT "_" INT64_FORMAT, msgs[0].id, msgs[n - 1].id);
 		appendStringInfoChar(body, ']');
 	}
 
@@ -307,3 +356,200 @@ webhook_build(const WebhookEndpoint *ep, WebhookMessage **msgs, int n, bool batc
 		lines = webhook_jsonb_headers(lines, headers, true);
 	return lines;
 }
+
+/* ---- the transport (transport.h) ---- */
+
+static pgsocket
+webhook_init(void)
+{
+	return http_init();
+}
+
+/*
+ * The endpoint's signing keys and headers, from its row.  Raises no error:
+ * a secret that is not valid base64 (a row changed by hand) is a problem.
+ */
+static void *
+webhook_open(const TransportConfig *cfg, void *prev, MemoryContext cxt, char **problem)
+{
+	MemoryContext conn_cxt = AllocSetContextCreate(cxt, "outbox webhook endpoint",
+												   ALLOCSET_SMALL_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(conn_cxt);
+	WebhookConn *conn = palloc0(sizeof(WebhookConn));
+
+	conn->cxt = conn_cxt;
+	conn->url = pstrdup(cfg->url);
+	conn->timeout_ms = cfg->timeout_ms;
+	conn->batch_size = cfg->batch_size;
+	*problem = NULL;
+	if (cfg->secret)
+	{
+		char	   *secrets = pstrdup(cfg->secret);
+		char	   *save;
+
+		for (char *tok = strtok_r(secrets, " \t\n", &save); tok; tok = strtok_r(NULL, " \t\n", &save))
+		{
+			WebhookKey *key = webhook_key(tok);
+
+			if (key == NULL)
+				*problem = pstrdup("a secret is not valid base64");
+			else
+				conn->keys = lappend(conn->keys, key);
+		}
+	}
+	conn->header_lines = webhook_json_headers(NIL, cfg->headers_json, false);
+	MemoryContextSwitchTo(old);
+	if (*problem)
+	{
+		*problem = pstrdup(*problem);
+		MemoryContextDelete(conn_cxt);
+		return NULL;
+	}
+	/* prev keeps counting its own bodies in flight until they are back */
+	return conn;
+}
+
+static void
+webhook_close(void *p)
+{
+	WebhookConn *conn = p;
+
+	conn->closed = true;
+	if (conn->in_flight == 0)
+		MemoryContextDelete(conn->cxt);
+}
+
+static void
+jsonb_free(Jsonb *jb, Datum d)
+{
+	if (jb && (Pointer) jb != DatumGetPointer(d))
+		pfree(jb);
+}
+
+/*
+ * Start the request for msgs (transport.h): one message, or a batch cut
+ * before the message that would take its body past BATCH_BODY_MAX.  Each
+ * payload is detoasted, printed into the body and freed in turn.
+ */
+static int
+webhook_send(void *p, void *owner, const TransportMessage *msgs, int n, char **refusal)
+{
+	WebhookConn *conn = p;
+	bool		batched = conn->batch_size > 1;
+	Jsonb	   *single_headers = NULL;
+	StringInfoData body;
+	MemoryContext body_cxt;
+	MemoryContext old;
+	WebhookRequest *req;
+	int			sent = 0;
+
+	*refusal = NULL;
+	if (conn->in_flight > 0 && conn->body_bytes >= IN_FLIGHT_BODY_MAX)
+		return 0;
+	body_cxt = AllocSetContextCreate(CurrentMemoryContext, "outbox request body",
+									 ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(body_cxt);
+	initStringInfo(&body);
+	for (int i = 0; i < n; i++)
+	{
+		Jsonb	   *payload = DatumGetJsonbP(msgs[i].payload);
+		Jsonb	   *headers = msgs[i].headers ? DatumGetJsonbP(msgs[i].headers) : NULL;
+		Size		len = webhook_json_length(payload, OUTBOX_MAX_MESSAGE_TEXT) +
+			(headers ? webhook_json_length(headers, OUTBOX_MAX_MESSAGE_TEXT) : 0);
+		bool		cut;
+
+		/* too large for any body: published before outbox.publish refused such */
+		if (len > OUTBOX_MAX_MESSAGE_TEXT && sent == 0)
+		{
+			MemoryContextSwitchTo(old);
+			*refusal = psprintf("message too large to send: more than %d bytes as JSON text",
+								OUTBOX_MAX_MESSAGE_TEXT);
+			MemoryContextDelete(body_cxt);
+			return 0;
+		}
+		cut = len > OUTBOX_MAX_MESSAGE_TEXT ||
+			(batched && sent > 0 &&
+			 body.len + len + webhook_envelope_length(&msgs[i]) > BATCH_BODY_MAX);
+		if (!cut)
+		{
+			/* a message larger than a batch gets a body of its size, not twice it */
+			if (sent == 0 && len >= BATCH_BODY_MAX)
+				body.data = repalloc(body.data, body.maxlen = len + webhook_envelope_length(&msgs[i]) + 1);
+			webhook_body_add(&body, batched, &msgs[i], payload, headers);
+			sent++;
+		}
+		jsonb_free(payload, msgs[i].payload);
+		if (!batched && !cut)
+			single_headers = headers;
+		else
+			jsonb_free(headers, msgs[i].headers);
+		if (cut)
+			break;				/* the rest go in a later request */
+	}
+
+	req = MemoryContextAlloc(conn->cxt, sizeof(WebhookRequest));
+	req->conn = conn;
+	req->owner = owner;
+	req->body_len = body.len;
+	/* curl copies the body and the headers */
+	http_post(req, conn->url, webhook_build(conn, msgs, sent, batched, single_headers, &body),
+			  body.data, body.len, conn->timeout_ms);
+	conn->body_bytes += body.len;
+	conn->in_flight++;
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(body_cxt);
+	return sent;
+}
+
+static bool
+status_retryable(int status)
+{
+	return status == 0 || status == 408 || status == 429 || status >= 500 ||
+		(status >= 300 && status < 400);
+}
+
+static bool
+webhook_next_result(TransportResult *r)
+{
+	HttpResult	h;
+	WebhookRequest *req;
+	WebhookConn *conn;
+
+	if (!http_next_result(&h))
+		return false;
+	req = h.owner;
+	conn = req->conn;
+	r->owner = req->owner;
+	r->status = h.status;
+	r->retry_after_ms = h.retry_after_ms;
+	r->pause = h.status == 410;
+	if (h.status >= 200 && h.status < 300)
+	{
+		r->outcome = TRANSPORT_OK;
+		r->error[0] = '\0';
+	}
+	else
+	{
+		r->outcome = !h.blocked && status_retryable(h.status) ? TRANSPORT_RETRY : TRANSPORT_PERMANENT;
+		strlcpy(r->error, h.error, sizeof(r->error));
+	}
+	conn->body_bytes -= req->body_len;
+	conn->in_flight--;
+	pfree(req);
+	if (conn->closed && conn->in_flight == 0)
+		MemoryContextDelete(conn->cxt);
+	return true;
+}
+
+const TransportOps webhook_transport = {
+	.name = "http",
+	.pipelined = false,
+	.init = webhook_init,
+	.timeout = http_timeout,
+	.progress = http_progress,
+	.next_result = webhook_next_result,
+	.in_flight = http_in_flight,
+	.open = webhook_open,
+	.send = webhook_send,
+	.close = webhook_close,
+};

@@ -10,7 +10,8 @@ export PATH="$PG_BIN:$PATH"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
-# Debian packages: server headers + PGXS + test harness, libcurl, IPC::Run.
+# Debian packages: server headers + PGXS + test harness, libcurl, librdkafka,
+# IPC::Run.
 ensure_packages() {
     local need=()
     dpkg -s postgresql-server-dev-15 >/dev/null 2>&1 || need+=(postgresql-server-dev-15)
@@ -18,6 +19,7 @@ ensure_packages() {
     dpkg -s libcurl4-openssl-dev >/dev/null 2>&1 || need+=(libcurl4-openssl-dev)
     dpkg -s libipc-run-perl >/dev/null 2>&1 || need+=(libipc-run-perl)
     dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
+    dpkg -s librdkafka-dev >/dev/null 2>&1 || need+=(librdkafka-dev)
     dpkg -s make >/dev/null 2>&1 || need+=(make)
     dpkg -s gcc >/dev/null 2>&1 || need+=(gcc)
     for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
@@ -64,7 +66,8 @@ make_workdir() {
 
 build_and_install() {
     log "building outbox"
-    as_pg make -C "$WORKDIR" -s ${OUTBOX_WERROR:+OUTBOX_WERROR=-Werror} all test/receiver/receiver
+    as_pg make -C "$WORKDIR" -s ${OUTBOX_WERROR:+OUTBOX_WERROR=-Werror} all test/receiver/receiver \
+        test/kafka/mockcluster test/kafka/consume test/kafka/bare_producer
     log "installing outbox into $(pg_config --pkglibdir)"
     make -C "$WORKDIR" -s install
 }

@@ -7,7 +7,7 @@
 source "$(dirname "$0")/../lib/common.sh"
 
 OUTDIR=$(realpath -m "${1:-$OUTBOX_ROOT/build-deb}")
-ensure_packages debhelper dpkg-dev fakeroot postgresql-server-dev-all libcurl4-openssl-dev lintian
+ensure_packages debhelper dpkg-dev fakeroot postgresql-server-dev-all libcurl4-openssl-dev librdkafka-dev lintian
 
 version=$(sed -n '1s/^outbox (\([^)]*\)).*/\1/p' "$OUTBOX_ROOT/debian/changelog")
 upstream=${version%-*}
