@@ -814,10 +814,14 @@ typedef struct KafkaHeader
 	char	   *value;
 } KafkaHeader;
 
-/* An endpoint's connection state (in the endpoint's memory context). */
+/*
+ * An endpoint's connection state, in a memory context of its own (a child
+ * of the endpoint's), deleted when the core is done with it.
+ */
 typedef struct KafkaConn
 {
 	KafkaProducer *producer;	/* where its records go */
+	MemoryContext cxt;
 	char	   *name;
 	char	   *fingerprint;	/* what the producer is made of */
 	char	   *headers_json;
@@ -1391,14 +1395,17 @@ static void *
 kafka_open(const TransportConfig *cfg, void *prev, MemoryContext cxt, char **problem)
 {
 	KafkaConn  *old = prev;
-	MemoryContext saved = MemoryContextSwitchTo(cxt);
+	MemoryContext mine = AllocSetContextCreate(cxt, "outbox kafka endpoint", ALLOCSET_SMALL_SIZES);
+	MemoryContext saved = MemoryContextSwitchTo(mine);
 	KafkaConn  *conn = palloc0(sizeof(KafkaConn));
 	Jsonb	   *shown = NULL;
 	Jsonb	   *secret = cfg->secret_options;
 	KafkaProblem bad = {0};
 	JsonbValue	v;
+	char	   *why = NULL;
 
 	*problem = NULL;
+	conn->cxt = mine;
 	conn->name = pstrdup(cfg->name);
 	conn->timeout_ms = cfg->timeout_ms;
 	conn->headers_json = pstrdup(cfg->headers_json ? cfg->headers_json : "{}");
@@ -1411,14 +1418,14 @@ kafka_open(const TransportConfig *cfg, void *prev, MemoryContext cxt, char **pro
 			kafka_problem(&bad, pstrdup("option \"" KAFKA_OPTIONS_KEY "\" is not a JSON object"), NULL, NULL);
 	}
 	if (cfg->batch_size != 1)
-		*problem = psprintf("option \"batch_size\" is %d: a Kafka endpoint sends one record per message",
-							cfg->batch_size);
-	else if (!kafka_url_parse(cfg->url, &conn->url, problem))
-		*problem = psprintf("invalid Kafka endpoint URL: %s", *problem);
+		why = psprintf("option \"batch_size\" is %d: a Kafka endpoint sends one record per message",
+					   cfg->batch_size);
+	else if (!kafka_url_parse(cfg->url, &conn->url, &why))
+		why = psprintf("invalid Kafka endpoint URL: %s", why);
 	else if (bad.message != NULL ||
 			 !kafka_props_stored(&conn->props, shown, &bad) ||
 			 !kafka_props_stored(&conn->props, secret, &bad))
-		*problem = bad.message;
+		why = bad.message;
 	else
 		kafka_conn_headers(conn);
 	/* a producer keeps the blocked networks of its making: a new setting makes a new one */
@@ -1427,20 +1434,30 @@ kafka_open(const TransportConfig *cfg, void *prev, MemoryContext cxt, char **pro
 								 shown ? JsonbToCString(NULL, &shown->root, VARSIZE(shown)) : "",
 								 secret ? JsonbToCString(NULL, &secret->root, VARSIZE(secret)) : "");
 	MemoryContextSwitchTo(saved);
-	if (*problem != NULL)
+	if (why != NULL)
+	{
+		*problem = pstrdup(why);
+		MemoryContextDelete(mine);
 		return NULL;
+	}
 
 	if (old != NULL && strcmp(old->fingerprint, conn->fingerprint) == 0)
 	{
 		if (strcmp(old->headers_json, conn->headers_json) == 0)
+		{
+			MemoryContextDelete(mine);	/* nothing changed */
 			return old;
+		}
 		conn->producer = old->producer; /* only the headers changed */
 		conn->producer->refs++;
 		return conn;
 	}
 	conn->producer = kafka_producer_new(conn, problem);
 	if (conn->producer == NULL)
+	{
+		MemoryContextDelete(mine);
 		return NULL;
+	}
 	/* records of two producers are not ordered: the old one returns all of its own first */
 	if (old != NULL)
 		conn->producer->after = old->producer->id;
@@ -1632,12 +1649,14 @@ kafka_send(void *connp, void *owner, const TransportMessage *msgs, int n, char *
 	return 1;
 }
 
+/* The core is done with conn: its producer drains and goes once no endpoint uses it. */
 static void
 kafka_close(void *connp)
 {
 	KafkaConn  *conn = connp;
 
 	kafka_producer_unref(conn->producer);
+	MemoryContextDelete(conn->cxt);
 }
 
 const TransportOps kafka_transport = {

@@ -3,8 +3,9 @@
 # topic template, an expanded topic that is not a legal Kafka topic, a
 # permanent error dead-lettered and redelivered, retriable request errors,
 # a broker outage longer than timeout_ms (records time out: the order fence
-# withdraws their successors), write-only client properties reaching the
-# producer, and an idle relay that stays asleep.
+# withdraws their successors), settings changed while delivering (a new
+# producer starts once the old one has reported its records), and an idle
+# relay that stays asleep.
 use strict;
 use warnings;
 use lib 'test/t';
@@ -135,6 +136,20 @@ $v = kafka_consume($kafka, topics => ['out.orders.outage'], ids => [ $before + 1
 is_deeply([ @$v{qw(complete violations missing)} ], [ 1, 0, 0 ],
 	'... all in Kafka, and per key no earlier message after a later one') or diag explain $v;
 note("repeats after the outage: $v->{repeats}");
+
+# ---- settings changed while delivering: a new producer, after the old one's records ----
+$before = sql(q{SELECT max(id) FROM outbox.messages});
+$kafka->cmd('create out.orders.reconf 4');
+for my $round (1 .. 4)
+{
+	sql(qq{SELECT count(outbox.publish('orders.reconf', jsonb_build_object('seq', g), 'key-' || (g % 20)))
+	         FROM generate_series(1, 500) g});
+	sql(qq{SELECT outbox.alter_endpoint('k', '{"options": {"kafka": {"linger.ms": $round}}}')});
+}
+ok(wait_until(60, \&settled), 'settings changed four times while delivering: all settle') or diag(ep_stat('*'));
+$v = kafka_consume($kafka, topics => ['out.orders.reconf'], ids => [ $before + 1, $before + 2000 ], timeout => 30);
+is_deeply([ @$v{qw(complete violations missing)} ], [ 1, 0, 0 ], '... all in Kafka, per key in order')
+  or diag explain $v;
 
 # ---- an idle relay sleeps ----
 my $relay = sql(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'outbox relay'});
