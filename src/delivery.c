@@ -684,7 +684,13 @@ delivery_complete(const TransportResult *r)
 		ep->last_failure_at = now;
 		ep->last_http_status = r->status;
 		strlcpy(ep->last_error, r->error, sizeof(ep->last_error));
-		if (ep->breaker == BREAKER_HALF_OPEN || ++ep->failures >= BREAKER_THRESHOLD)
+		/*
+		 * A trip is the move to open: failures of requests that were already
+		 * out when it opened (hundreds, on Kafka) must not lengthen the
+		 * cool-down each.
+		 */
+		if (ep->breaker != BREAKER_OPEN &&
+			(ep->breaker == BREAKER_HALF_OPEN || ++ep->failures >= BREAKER_THRESHOLD))
 		{
 			ep->breaker = BREAKER_OPEN;
 			ep->trips++;

@@ -6,7 +6,7 @@
  * An endpoint whose URL is kafka://host:port[,host:port...]/TOPIC gets one
  * idempotent producer (acks=all, at most KAFKA_MAX_IN_FLIGHT_REQUESTS
  * requests in flight per broker connection, Java's murmur2 partitioner,
- * message.timeout.ms = the endpoint's timeout_ms).  TOPIC is a topic, or a
+ * no message.timeout.ms of librdkafka's own: see "Per-key order").  TOPIC is a topic, or a
  * template in which {topic} stands for the message's topic.  Each message
  * becomes one record: key = the message's key, value = its payload as JSON
  * text, timestamp = its created_at, headers outbox-id ("msg_<id>", the
@@ -49,14 +49,25 @@
  *
  * Per-key order.  The core pipelines a key's messages on this transport
  * (pipelined = true): the idempotent producer keeps a partition's records
- * in order across its own retries, and with one request in flight per
- * connection a partition has at most one batch in flight.  What it does
- * not do is hold back a key's later records when an earlier one fails: a
- * record that times out in librdkafka's queue leaves a gap, and the core
- * would retry it after its successors.  Hence the fence: the first report
- * of a producer that is neither a success nor a permanent failure (a
- * permanent one is dead-lettered, never retried, so its successors may
- * go) raises the producer's fence:
+ * in order across its own retries (it retries a retriable error for as
+ * long as the record has), and with one request in flight per connection
+ * a partition has at most one batch in flight.  What it does not do is
+ * hold back a key's later records when an earlier one fails for good:
+ * librdkafka's own message.timeout.ms fails a partition's oldest queued
+ * records while later ones still go once the cluster is back (measured:
+ * test/kafka/README.md), and the core would then retry the failed ones
+ * after their successors.  So librdkafka never times a record out here
+ * (message.timeout.ms = 0), and the transport keeps the deadlines itself:
+ * each record must be acknowledged within the endpoint's timeout_ms.  When
+ * the oldest record of a producer passes its deadline, the producer's fence
+ * goes up and everything it still holds is purged at once (QUEUE and
+ * INFLIGHT): the records past their deadline come back as failed attempts
+ * (TRANSPORT_RETRY), the others as TRANSPORT_NOT_SENT, and no record can
+ * slip out between the first failure and the purge, since the purge is the
+ * failure.  A delivery report that fails a record by itself (an error
+ * librdkafka does not retry) raises the fence too; a permanent failure
+ * does not (it is dead-lettered, never retried, so its successors may go).
+ * While the fence is up:
  *  - rd_kafka_purge(QUEUE, NON_BLOCKING): records not yet in a request come
  *    back as _PURGE_QUEUE, reported TRANSPORT_NOT_SENT (no attempt), and
  *    the core re-queues them in id order behind the failed one;
@@ -70,23 +81,25 @@
  * an endpoint whose settings changed, takes no record until the old one
  * has reported all of its own (records of two producers are not ordered).
  *
- * Residual risks of the fence (README, Kafka endpoints):
- *  - A record that times out (message.timeout.ms, queued or in flight)
- *    while the cluster is unreachable is reported at once, but its queued
- *    successors are purged only when the relay serves the report: if the
- *    cluster comes back within that window (microseconds when the relay
- *    is idle, up to the length of one of its short transactions) and the
- *    producer has reconnected and bumped its epoch, a later record of the
- *    key may be written before the failed one's retry.
- *  - A record that times out in flight may have been written ("possibly
+ * What remains (README, Kafka endpoints):
+ *  - A record purged in flight may have been written ("possibly
  *    persisted"): its retry is then a repeat, after it, never before.
+ *  - A retriable error that librdkafka does not retry by itself fails its
+ *    record in a delivery report; its queued successors are purged when
+ *    the relay serves that report, and one already in a request may be
+ *    written first.  With idempotence on, librdkafka retries every
+ *    retriable produce error itself; such reports come from fatal errors
+ *    (which purge the queue themselves) and from errors of unknown kind.
  *  - The idempotent producer's guarantee stops at its epoch: a repeat after
  *    a relay crash (records re-sent by a new producer) may follow records
  *    already written, which is the documented at-least-once repeat.
  *
  * Outcomes of a delivery report (kafka_outcome):
  *   success                                     TRANSPORT_OK
- *   _PURGE_QUEUE (fence, fatal error, close)    TRANSPORT_NOT_SENT
+ *   _PURGE_QUEUE, _PURGE_INFLIGHT: past the record's deadline
+ *                                               TRANSPORT_RETRY
+ *   _PURGE_QUEUE, _PURGE_INFLIGHT: otherwise (the fence, a fatal
+ *   error, close)                               TRANSPORT_NOT_SENT
  *   record too large (MSG_SIZE_TOO_LARGE,
  *   INVALID_MSG_SIZE, RECORD_LIST_TOO_LARGE),
  *   INVALID_RECORD, INVALID_TIMESTAMP,
@@ -94,12 +107,12 @@
  *   TOPIC_EXCEPTION (invalid topic), POLICY_VIOLATION,
  *   INVALID_REQUIRED_ACKS, UNSUPPORTED_FOR_MESSAGE_FORMAT,
  *   UNSUPPORTED_COMPRESSION_TYPE, _BAD_MSG, _INVALID_ARG  TRANSPORT_PERMANENT
- *   anything else: _MSG_TIMED_OUT, _TRANSPORT, NOT_ENOUGH_REPLICAS,
+ *   anything else: _TRANSPORT, NOT_ENOUGH_REPLICAS,
  *   NOT_LEADER_FOR_PARTITION, UNKNOWN_TOPIC_OR_PART and _UNKNOWN_TOPIC (a
  *   topic not created yet: retried, dead after max_attempts), _FATAL, an
  *   unknown code, ...                           TRANSPORT_RETRY
  * An authentication failure (SASL, TLS) fails no record by itself: records
- * time out, with the cluster's last error in last_error.  The error text
+ * pass their deadline, with the cluster's last error in last_error.  The error text
  * is "kafka: " and librdkafka's description.
  *-------------------------------------------------------------------------
  */
@@ -124,6 +137,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "backoff.h"
 #include "kafka.h"
 #include "netblock.h"
 #include "outbox.h"
@@ -779,6 +793,9 @@ typedef struct KafkaProducer
 	int			outstanding;	/* records taken, not reported by librdkafka yet */
 	int			unpopped;		/* records reported, not returned by next_result yet */
 	bool		fenced;			/* a record failed: take none until all are returned */
+	struct KafkaRecord *oldest; /* records taken, not reported, in the order taken */
+	struct KafkaRecord *newest;
+	TimestampTz purged_at;		/* the last purge for a passed deadline; 0: none */
 	bool		purge_wanted;	/* the fence was raised: purge its queue */
 	bool		fatal;			/* librdkafka raised a fatal error: replace it */
 	bool		error_logged;	/* the cluster's error since the last success is logged */
@@ -801,6 +818,9 @@ typedef struct KafkaProducer
 typedef struct KafkaRecord
 {
 	struct KafkaRecord *next;	/* in the results FIFO, once reported */
+	struct KafkaRecord *older;	/* in its producer's list, until reported */
+	struct KafkaRecord *newer;
+	TimestampTz deadline;		/* acknowledged by then, or purged */
 	KafkaProducer *producer;
 	void	   *owner;
 	TransportOutcome outcome;
@@ -849,7 +869,8 @@ kafka_outcome(rd_kafka_resp_err_t err)
 		case RD_KAFKA_RESP_ERR_NO_ERROR:
 			return TRANSPORT_OK;
 		case RD_KAFKA_RESP_ERR__PURGE_QUEUE:
-			return TRANSPORT_NOT_SENT;
+		case RD_KAFKA_RESP_ERR__PURGE_INFLIGHT:
+			return TRANSPORT_NOT_SENT;	/* unless past its deadline: kafka_dr_cb */
 		case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
 		case RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE:
 		case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
@@ -899,6 +920,35 @@ kafka_error_text(char *buf, size_t size, rd_kafka_resp_err_t err, KafkaProducer 
 		snprintf(buf, size, "kafka: %s", rd_kafka_err2str(err));
 }
 
+/* Out of p's records not yet reported (it was reported). */
+static void
+kafka_unlink(KafkaProducer *p, KafkaRecord *rec)
+{
+	if (rec->older)
+		rec->older->newer = rec->newer;
+	else
+		p->oldest = rec->newer;
+	if (rec->newer)
+		rec->newer->older = rec->older;
+	else
+		p->newest = rec->older;
+	p->outstanding--;
+}
+
+/* Taken by p: the newest of its records not yet reported. */
+static void
+kafka_link(KafkaProducer *p, KafkaRecord *rec)
+{
+	rec->newer = NULL;
+	rec->older = p->newest;
+	if (p->newest)
+		p->newest->newer = rec;
+	else
+		p->oldest = rec;
+	p->newest = rec;
+	p->outstanding++;
+}
+
 /* A record's outcome is known: into the FIFO; a failure raises the fence. */
 static void
 kafka_reported(KafkaProducer *p, KafkaRecord *rec)
@@ -936,9 +986,15 @@ kafka_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 		p->cluster_error[0] = '\0'; /* it works again */
 		p->error_logged = false;
 	}
+	else if (rec->outcome == TRANSPORT_NOT_SENT && p->purged_at != 0 && rec->deadline <= p->purged_at)
+	{
+		/* purged because its time was up: a failed attempt */
+		rec->outcome = TRANSPORT_RETRY;
+		kafka_error_text(rec->error, sizeof(rec->error), RD_KAFKA_RESP_ERR__MSG_TIMED_OUT, p);
+	}
 	else
 		kafka_error_text(rec->error, sizeof(rec->error), m->err, p);
-	p->outstanding--;
+	kafka_unlink(p, rec);
 	kafka_reported(p, rec);
 }
 
@@ -1016,9 +1072,9 @@ kafka_settle(KafkaProducer *p)
 }
 
 static void
-kafka_purge(KafkaProducer *p)
+kafka_purge(KafkaProducer *p, int what)
 {
-	rd_kafka_resp_err_t err = rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_NON_BLOCKING);
+	rd_kafka_resp_err_t err = rd_kafka_purge(p->rk, what | RD_KAFKA_PURGE_F_NON_BLOCKING);
 
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
 		elog(WARNING, "outbox: could not purge the Kafka producer of endpoint \"%s\": %s",
@@ -1093,7 +1149,7 @@ static void
 kafka_producer_unref(KafkaProducer *p)
 {
 	if (--p->refs == 0)
-		kafka_purge(p);
+		kafka_purge(p, RD_KAFKA_PURGE_F_QUEUE);
 }
 
 static void
@@ -1124,10 +1180,10 @@ kafka_producer_new(KafkaConn *conn, char **problem)
 		{"socket.nagle.disable", "true"},
 		{"max.in.flight.requests.per.connection", CppAsString2(KAFKA_MAX_IN_FLIGHT_REQUESTS)},
 	};
-	char		timeout[16];
 	const char *const fixed[][2] = {
 		{"bootstrap.servers", conn->url.brokers},
-		{"message.timeout.ms", timeout},
+		/* deadlines are the transport's: see "Per-key order" at the top */
+		{"message.timeout.ms", "0"},
 		{"enable.idempotence", "true"},
 		{"acks", "all"},
 		{"partitioner", "murmur2_random"},
@@ -1139,7 +1195,6 @@ kafka_producer_new(KafkaConn *conn, char **problem)
 	ListCell   *lc;
 
 	kafka_init_once();
-	snprintf(timeout, sizeof(timeout), "%d", conn->timeout_ms);
 	p = calloc(1, sizeof(KafkaProducer));
 	conf = rd_kafka_conf_new();
 	if (p == NULL || conf == NULL)
@@ -1249,15 +1304,16 @@ kafka_init(void)
 static long
 kafka_timeout(void)
 {
+	TimestampTz next = remake_retry_at;
+
 	if (results_head != NULL)
 		return 0;				/* results made in send(): hand them over now */
-	if (remake_retry_at != 0)
-	{
-		long		ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), remake_retry_at);
-
-		return Max(ms, 0);
-	}
-	return -1;
+	/* the oldest record's deadline of each producer (not purged for it yet) */
+	for (KafkaProducer *p = producers; p; p = p->next)
+		if (p->oldest != NULL && p->purged_at < p->oldest->deadline &&
+			(next == 0 || p->oldest->deadline < next))
+			next = p->oldest->deadline;
+	return ms_until(next, GetCurrentTimestamp());
 }
 
 /* Serve every producer's queue to empty; fences, fatal errors, destruction. */
@@ -1286,9 +1342,21 @@ kafka_progress(bool ready)
 			;
 		if (!p->fatal && rd_kafka_fatal_error(p->rk, errstr, sizeof(errstr)) != RD_KAFKA_RESP_ERR_NO_ERROR)
 			kafka_producer_failed(p);
+		if (p->oldest != NULL && p->oldest->deadline <= GetCurrentTimestamp() &&
+			p->purged_at < p->oldest->deadline)
+		{
+			/* time is up for its oldest record: fail everything it holds at once */
+			p->fenced = true;
+			p->purge_wanted = false;
+			p->purged_at = GetCurrentTimestamp();
+			kafka_purge(p, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+			/* the purged records are reported by the next poll */
+			while (rd_kafka_poll(p->rk, 0) > 0)
+				;
+		}
 		if (p->purge_wanted)
 		{
-			kafka_purge(p);
+			kafka_purge(p, RD_KAFKA_PURGE_F_QUEUE);
 			p->purge_wanted = false;
 		}
 		if (!p->blocked_logged && kafka_blocked_address(p) != NULL)
@@ -1626,7 +1694,8 @@ kafka_send(void *connp, void *owner, const TransportMessage *msgs, int n, char *
 	if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
 	{
 		rec->producer = conn->producer;
-		conn->producer->outstanding++;
+		rec->deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), conn->timeout_ms);
+		kafka_link(conn->producer, rec);
 		unreported++;
 		return 1;
 	}
