@@ -338,12 +338,19 @@ outbox_relay_main(Datum arg)
 		/* any of the above may have consumed a wake-up: the flags say */
 		if (relay_pending())
 			timeout = 0;
+
+		/*
+		 * Publish the figures before sleeping, not after: an idle relay may
+		 * sleep for long, and stat_endpoints must show what it sleeps with
+		 * (the results below are published by the next turn, before its
+		 * next wait).
+		 */
+		delivery_report(my_slot, delivery_horizon_blocked());
 		transport_wait(timeout);
 		while (transport_next_result(&result))
 		{
 			delivery_complete(&result);
 			my_slot->requests++;	/* only this process writes it */
 		}
-		delivery_report(my_slot, delivery_horizon_blocked());
 	}
 }
