@@ -197,6 +197,7 @@ typedef struct KafkaProperty
 #define WHY_CODE	"would load code or run a command on the database server"
 #define WHY_FILE	"would read a file on the database server"
 #define WHY_OUTBOX	"is managed by outbox"
+#define WHY_HTTP	"would make HTTP requests from the database server, outside outbox.blocked_networks"
 #define WHY_RETRIES	"is fixed: a record is retried until timeout_ms runs out (fewer retries could fail records out of order)"
 
 static const KafkaProperty kafka_properties[] = {
@@ -265,7 +266,7 @@ static const KafkaProperty kafka_properties[] = {
 	{"sasl.oauthbearer.config", KAFKA_SECRET},
 	{"sasl.oauthbearer.scope", KAFKA_ALLOWED},
 	{"sasl.oauthbearer.extensions", KAFKA_ALLOWED},
-	{"sasl.oauthbearer.token.endpoint.url", KAFKA_ALLOWED},
+	{"sasl.oauthbearer.token.endpoint.url", KAFKA_REFUSED, WHY_HTTP},
 	{"enable.sasl.oauthbearer.unsecure.jwt", KAFKA_ALLOWED},
 	/* throughput, batching, compression */
 	{"linger.ms", KAFKA_ALLOWED},
