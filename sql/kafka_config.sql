@@ -74,7 +74,7 @@ SELECT regress.try($$SELECT outbox.create_endpoint('e', 'kafka://b:9092/t', opti
 SELECT regress.try($$SELECT outbox.create_endpoint('e', 'kafka://b:9092/t', options => '{"kafka": {"topic.acks": "0"}}')$$) AS topic_prefixed_acks;
 -- code, commands and files of the database server
 SELECT regress.try($$SELECT outbox.create_endpoint('e', 'kafka://b:9092/t', options => '{"kafka": {"plugin.library.paths": "/tmp/evil.so"}}')$$) AS plugin;
-SELECT regress.try($$SELECT outbox.create_endpoint('e', 'kafka://b:9092/t', options => '{"kafka": {"sasl.oauthbearer.method": "oidc", "sasl.oauthbearer.token.endpoint.url": "http://169.254.169.254/token"}}')$$) AS oidc_token_url;
+SELECT regress.try($$SELECT outbox.create_endpoint('e', 'kafka://b:9092/t', options => '{"kafka": {"sasl.oauthbearer.token.endpoint.url": "http://169.254.169.254/token"}}')$$) AS oidc_token_url;
 SELECT regress.try($$SELECT outbox.create_endpoint('e', 'kafka://b:9092/t', options => '{"kafka": {"interceptors": "x"}}')$$) AS interceptors;
 SELECT regress.try($$SELECT outbox.create_endpoint('e', 'kafka://b:9092/t', options => '{"kafka": {"sasl.kerberos.kinit.cmd": "touch /tmp/x"}}')$$) AS kinit_cmd;
 SELECT regress.try($$SELECT outbox.create_endpoint('e', 'kafka://b:9092/t', options => '{"kafka": {"sasl.mechanism": "GSSAPI"}}')$$) AS gssapi;
