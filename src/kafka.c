@@ -1383,14 +1383,6 @@ kafka_record_headers(KafkaConn *conn, const TransportMessage *m, Jsonb *own)
 }
 
 
-/* A detoasted copy of a jsonb datum is freed once used. */
-static void
-kafka_jsonb_free(Jsonb *jb, Datum d)
-{
-	if (jb != NULL && (Pointer) jb != DatumGetPointer(d))
-		pfree(jb);
-}
-
 /*
  * Produce one record; the error librdkafka returns at once.  The payload
  * and headers are detoasted, printed and freed here, one message at a time.
@@ -1404,8 +1396,8 @@ kafka_produce(KafkaConn *conn, KafkaRecord *rec, const char *topic, const Transp
 	rd_kafka_headers_t *headers = kafka_record_headers(conn, m, own);
 	rd_kafka_resp_err_t err;
 
-	kafka_jsonb_free(payload, m->payload);
-	kafka_jsonb_free(own, m->headers);
+	transport_jsonb_free(payload, m->payload);
+	transport_jsonb_free(own, m->headers);
 
 	err = rd_kafka_producev(conn->producer->rk,
 							RD_KAFKA_V_TOPIC(topic),
