@@ -139,26 +139,13 @@
 
 #include "backoff.h"
 #include "kafka.h"
+#include "kafka_conf.h"
 #include "netblock.h"
 #include "outbox.h"
 #include "transport.h"
 #include "validate.h"
 
 
-
-/*
- * Requests in flight per broker connection.  1 keeps a partition's batches
- * in order even against a broker that does not check idempotent sequence
- * numbers (librdkafka's mock cluster); the idempotent producer allows up to
- * 5.  A user may choose a lower value, never a higher one.
- */
-#define KAFKA_MAX_IN_FLIGHT_REQUESTS	1
-
-/* Defaults a user may override in options.kafka */
-#define KAFKA_DEFAULT_CLIENT_ID			"outbox"
-#define KAFKA_DEFAULT_LINGER_MS			"5"
-#define KAFKA_DEFAULT_RECONNECT_MS		"100"
-#define KAFKA_DEFAULT_RECONNECT_MAX_MS	"1000"
 
 /* A producer that could not be made again after a fatal error: retry after */
 #define KAFKA_REMAKE_RETRY_MS	1000
@@ -970,22 +957,7 @@ kafka_init_once(void)
 static KafkaProducer *
 kafka_producer_new(KafkaConn *conn, char **problem)
 {
-	static const char *const defaults[][2] = {
-		{"client.id", KAFKA_DEFAULT_CLIENT_ID},
-		{"linger.ms", KAFKA_DEFAULT_LINGER_MS},
-		{"reconnect.backoff.ms", KAFKA_DEFAULT_RECONNECT_MS},
-		{"reconnect.backoff.max.ms", KAFKA_DEFAULT_RECONNECT_MAX_MS},
-		{"socket.nagle.disable", "true"},
-		{"max.in.flight.requests.per.connection", CppAsString2(KAFKA_MAX_IN_FLIGHT_REQUESTS)},
-	};
-	const char *const fixed[][2] = {
-		{"bootstrap.servers", conn->url.brokers},
-		/* deadlines are the transport's: see "Per-key order" at the top */
-		{"message.timeout.ms", "0"},
-		{"enable.idempotence", "true"},
-		{"acks", "all"},
-		{"partitioner", "murmur2_random"},
-	};
+	const char *const bootstrap[2] = {"bootstrap.servers", conn->url.brokers};
 	rd_kafka_conf_t *conf;
 	KafkaProducer *p;
 	char		errstr[KAFKA_ERRSTR_BYTES];
@@ -1001,8 +973,9 @@ kafka_producer_new(KafkaConn *conn, char **problem)
 	pg_atomic_init_u32(&p->blocked_state, KAFKA_BLOCKED_NONE);
 	p->blocked_networks = netblock_copy();
 
-	for (int i = 0; i < lengthof(defaults) && bad.message == NULL; i++)
-		if (rd_kafka_conf_set(conf, defaults[i][0], defaults[i][1], errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
+	for (int i = 0; i < lengthof(kafka_conf_defaults) && bad.message == NULL; i++)
+		if (rd_kafka_conf_set(conf, kafka_conf_defaults[i][0], kafka_conf_defaults[i][1],
+							  errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
 			bad.message = pstrdup(errstr);
 	foreach(lc, conn->props)
 	{
@@ -1012,8 +985,12 @@ kafka_producer_new(KafkaConn *conn, char **problem)
 		if (bad.message != NULL || !kafka_property_set(conf, prop->name, prop->value, &secret, &bad))
 			break;
 	}
-	for (int i = 0; i < lengthof(fixed) && bad.message == NULL; i++)
-		if (rd_kafka_conf_set(conf, fixed[i][0], fixed[i][1], errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
+	for (int i = 0; i < lengthof(kafka_conf_fixed) && bad.message == NULL; i++)
+		if (rd_kafka_conf_set(conf, kafka_conf_fixed[i][0], kafka_conf_fixed[i][1],
+							  errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
+			bad.message = pstrdup(errstr);
+	if (bad.message == NULL &&
+		rd_kafka_conf_set(conf, bootstrap[0], bootstrap[1], errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
 			bad.message = pstrdup(errstr);
 	if (bad.message != NULL)
 	{
