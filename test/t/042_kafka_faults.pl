@@ -245,13 +245,24 @@ cmp_ok($p50, '<=', $p99, "latency_p50_ms ($p50) <= p99");
 $kafka->cmd("rtt $_ 300") for 1 .. 3;
 publish_paced();
 ok(wait_until(60, \&settled), 'the same with 300 ms broker round trips: settled');
-$kafka->cmd("rtt $_ 0") for 1 .. 3;
 ($p50, $p99) = split /\|/, ep_stat('latency_p50_ms, latency_p99_ms');
 cmp_ok($p50, '>=', 300, "latency_p50_ms ($p50) is commit to acknowledgement (>= the broker's 300 ms)");
 cmp_ok($p99, '>=', $p50, "latency_p99_ms ($p99) >= p50");
 is(ep_stat('delivered'), $total + 601, 'delivered counts them');
+
+# a record out for 3 s: stat_endpoints shows it while the relay waits (its
+# only wake-up is the delivery report: what it publishes before waiting is
+# what a reader sees)
+$kafka->cmd("rtt $_ 3000") for 1 .. 3;
+sql(q{SELECT outbox.publish('t.lat', '{"slow": 1}', 'slow')});
+sleep 1;
+is(ep_stat('in_flight'), '1', 'a record out for 3 s: stat_endpoints shows it in flight')
+  or diag(ep_stat('*'));
+ok(wait_until(60, \&settled), '... until it is acknowledged');
+$kafka->cmd("rtt $_ 0") for 1 .. 3;
+is(ep_stat('in_flight'), '0', '... then no longer');
 my $metrics = sql('SELECT outbox.metrics()');
-like($metrics, qr/^outbox_delivered_total\{endpoint="k"\} @{[$total + 601]}$/m,
+like($metrics, qr/^outbox_delivered_total\{endpoint="k"\} @{[$total + 602]}$/m,
 	'outbox.metrics(): outbox_delivered_total for the Kafka endpoint');
 my ($p50_s) = $metrics =~ /^outbox_delivery_latency_p50_seconds\{endpoint="k"\} (\S+)$/m;
 ok(defined $p50_s && abs($p50_s * 1000 - $p50) < 1, "... its p50 latency in seconds (@{[$p50_s // 'none']})");
