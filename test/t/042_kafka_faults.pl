@@ -261,6 +261,7 @@ is(ep_stat('in_flight'), '1', 'a record out for 3 s: stat_endpoints shows it in 
 ok(wait_until(60, \&settled), '... until it is acknowledged');
 $kafka->cmd("rtt $_ 0") for 1 .. 3;
 is(ep_stat('in_flight'), '0', '... then no longer');
+$p50 = ep_stat('latency_p50_ms');
 my $metrics = sql('SELECT outbox.metrics()');
 like($metrics, qr/^outbox_delivered_total\{endpoint="k"\} @{[$total + 602]}$/m,
 	'outbox.metrics(): outbox_delivered_total for the Kafka endpoint');
