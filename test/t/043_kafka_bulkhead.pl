@@ -35,15 +35,6 @@ sub ep_stat
 	return sql(qq{SELECT $what FROM outbox.stat_endpoints WHERE name = '$ep'});
 }
 
-# everything published so far is delivered (passed the cursor, nothing parked or dead)
-sub settled
-{
-	my ($ep) = @_;
-	return sql(qq{SELECT cursor_id = (SELECT max(id) FROM outbox.messages) AND done_ahead = '{}'
-	                     AND NOT EXISTS (SELECT FROM outbox._deliveries d WHERE d.endpoint_id = e.id)
-	                FROM outbox._endpoints e WHERE name = '$ep'}) eq 't';
-}
-
 # The dead cluster's breaker as seen every turn: [time, state] at each change
 my @states;
 
@@ -153,7 +144,7 @@ cmp_ok(scalar(@trips), '>=', 2, 'the breaker tripped again after a failed probe 
 ok(defined $closed_at && $closed_at <= $bound,
 	sprintf('the breaker closes within 4 s after its last cool-down (%d s, trip %d) ends', $cool, scalar(@trips)));
 
-ok(wait_until(60, sub { settled('kdead') }), "the dead cluster back: the endpoint's messages settle")
+ok(wait_until(60, sub { endpoint_settled($node, 'kdead') }), "the dead cluster back: the endpoint's messages settle")
   or diag(ep_stat('kdead', '*'));
 is(sql(q{SELECT count(*) FROM outbox.dead_letters}), '0', 'no dead letters');
 for ([ 'kdead', $kdead ], [ 'kok', $kok ])
