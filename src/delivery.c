@@ -600,23 +600,27 @@ endpoint_send_chunk(Endpoint *ep, Pending **ps, int n)
 	return pos == m;
 }
 
-static void
+/* Returns true if a request started or the breaker went half-open. */
+static bool
 endpoint_send(Endpoint *ep, TimestampTz now)
 {
 	Pending   **chosen;
 	int			n;
 	bool		all_sent = true;
+	bool		half_opened = false;
+	int			in_flight = ep->in_flight;
 
 	if (ep->dropped || ep->paused || ep->invalid)
-		return;
+		return false;
 	if (ep->breaker == BREAKER_OPEN)
 	{
 		if (now < ep->open_until)
-			return;
+			return false;
 		ep->breaker = BREAKER_HALF_OPEN;
+		half_opened = true;
 	}
 	if (!endpoint_can_start(ep))
-		return;
+		return half_opened;
 	n = endpoint_choose(ep, now, &chosen);
 	for (int i = 0; i < n; i += SEND_READ_MAX)
 	{
@@ -630,24 +634,28 @@ endpoint_send(Endpoint *ep, TimestampTz now)
 	}
 	if (n > 0)
 		pfree(chosen);
+	return half_opened || ep->in_flight != in_flight;
 }
 
 /*
  * Start the requests that may go.  The payloads are read in one short
  * transaction, begun at the first request and committed before the
- * requests' I/O starts (in the relay's wait).
+ * requests' I/O starts (in the relay's wait).  Returns true if a request
+ * started or a breaker went half-open (figures to publish before waiting).
  */
-void
+bool
 delivery_send(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	ListCell   *lc;
+	bool		changed = false;
 
 	foreach(lc, delivery_endpoints)
-		endpoint_send(lfirst(lc), now);
+		changed |= endpoint_send(lfirst(lc), now);
 	if (send_began)
 		delivery_end();
 	send_began = false;
+	return changed;
 }
 
 /* ---- results ---- */

@@ -15,7 +15,7 @@
 
 extern void delivery_reload(void);
 extern void delivery_fetch(bool woken);
-extern void delivery_send(void);
+extern bool delivery_send(void);
 extern void delivery_complete(const TransportResult *r);
 extern void delivery_persist(void);
 extern bool delivery_should_persist(void);

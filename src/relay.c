@@ -292,6 +292,7 @@ outbox_relay_main(Datum arg)
 	{
 		uint64		generation;
 		bool		woken;
+		bool		sent;
 		TransportResult result;
 		long		timeout;
 
@@ -328,7 +329,7 @@ outbox_relay_main(Datum arg)
 		 */
 		if (delivery_should_persist())
 			delivery_persist();
-		delivery_send();
+		sent = delivery_send();
 		if (delivery_should_persist())
 			delivery_persist();
 
@@ -338,12 +339,22 @@ outbox_relay_main(Datum arg)
 		/* any of the above may have consumed a wake-up: the flags say */
 		if (relay_pending())
 			timeout = 0;
+		/*
+		 * The figures are published after results (before the next save,
+		 * so a reader never sees progress saved but not counted), and
+		 * before waiting if requests started or a breaker went half-open:
+		 * the wait may last until a request ends (a Kafka producer's only
+		 * wake-up is its delivery report).
+		 */
+		if (sent)
+			delivery_report(my_slot, delivery_horizon_blocked());
 		transport_wait(timeout);
 		while (transport_next_result(&result))
 		{
 			delivery_complete(&result);
 			my_slot->requests++;	/* only this process writes it */
 		}
+		my_slot->loops++;		/* only this process writes it */
 		delivery_report(my_slot, delivery_horizon_blocked());
 	}
 }
