@@ -180,6 +180,7 @@ typedef struct KafkaProperty
 #define WHY_OUTBOX	"is managed by outbox"
 #define WHY_HTTP	"would make HTTP requests from the database server, outside outbox.blocked_networks"
 #define WHY_RETRIES	"is fixed: a record is retried until timeout_ms runs out (fewer retries could fail records out of order)"
+#define WHY_JWT		"is for development only: librdkafka's unsecured JWT crashes the database server when it refreshes its token"
 
 static const KafkaProperty kafka_properties[] = {
 	/* the cluster, and what outbox sets */
@@ -248,7 +249,7 @@ static const KafkaProperty kafka_properties[] = {
 	{"sasl.oauthbearer.scope", KAFKA_ALLOWED},
 	{"sasl.oauthbearer.extensions", KAFKA_ALLOWED},
 	{"sasl.oauthbearer.token.endpoint.url", KAFKA_REFUSED, WHY_HTTP},
-	{"enable.sasl.oauthbearer.unsecure.jwt", KAFKA_ALLOWED},
+	{"enable.sasl.oauthbearer.unsecure.jwt", KAFKA_REFUSED, WHY_JWT},
 	/* throughput, batching, compression */
 	{"linger.ms", KAFKA_ALLOWED},
 	{"queue.buffering.max.ms", KAFKA_ALLOWED},
@@ -344,8 +345,13 @@ kafka_value_refused(const char *name, const char *value)
 		return strcmp(value, "probe") == 0 ? NULL :
 			"may only be \"probe\" (the system's CA certificates): it would read a file on the database server";
 	if (strcmp(name, "sasl.mechanism") == 0 || strcmp(name, "sasl.mechanisms") == 0)
-		return pg_strcasecmp(value, "GSSAPI") != 0 ? NULL :
-			"may not be GSSAPI: Kerberos would run kinit on the database server";
+	{
+		if (pg_strcasecmp(value, "GSSAPI") == 0)
+			return "may not be GSSAPI: Kerberos would run kinit on the database server";
+		/* its tokens would come from OIDC (WHY_HTTP) or the unsecured JWT (WHY_JWT) */
+		if (pg_strcasecmp(value, "OAUTHBEARER") == 0)
+			return "may not be OAUTHBEARER: outbox has no way to obtain its tokens";
+	}
 	return NULL;
 }
 
