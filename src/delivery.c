@@ -676,6 +676,8 @@ delivery_complete(const TransportResult *r)
 		for (int i = 0; i < req->n; i++)
 			pending_unsend(ep, req->items[i]);
 		pfree(req);
+		if (ep->dropped)
+			endpoint_gone(ep);
 		return;
 	}
 	ep->unsaved++;
@@ -739,7 +741,8 @@ delivery_complete(const TransportResult *r)
 			pending_dead(ep, p);
 	}
 	pfree(req);
-	/* a dropped endpoint is freed by the next reload, once idle */
+	if (ep->dropped)
+		endpoint_gone(ep);
 }
 
 /* ---- timers ---- */

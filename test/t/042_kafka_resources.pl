@@ -1,0 +1,69 @@
+# What a Kafka endpoint costs the relay (threads, descriptors), and that it
+# is given back: a producer is a few librdkafka threads and sockets, so an
+# endpoint dropped while its records are out must not leave its producer
+# behind.
+use strict;
+use warnings;
+use lib 'test/t';
+use OutboxTest;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $tmp = $PostgreSQL::Test::Utils::tmp_check;
+my $kafka = start_kafka(log => "$tmp/mockcluster.log");
+my $bootstrap = $kafka->bootstrap;
+
+my $node = PostgreSQL::Test::Cluster->new('kafka_resources');
+$node->init;
+$node->append_conf('postgresql.conf', "shared_preload_libraries = 'outbox'\n");
+$node->start;
+$node->safe_psql('postgres', 'CREATE EXTENSION outbox');
+
+sub sql { return $node->safe_psql('postgres', $_[0]); }
+
+my $relay;
+ok(wait_until(30, sub { $relay = sql(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'outbox relay'}) }),
+	'the relay runs');
+
+sub threads
+{
+	open(my $fh, '<', "/proc/$relay/status") or return -1;
+	my ($n) = join('', <$fh>) =~ /^Threads:\s+(\d+)/m;
+	return $n;
+}
+
+sub in_flight
+{
+	return sql(qq{SELECT coalesce(sum(in_flight), 0) FROM outbox.stat_endpoints WHERE name = '$_[0]'});
+}
+
+sub publish
+{
+	my ($n) = @_;
+	sql(qq{SELECT count(outbox.publish('orders', jsonb_build_object('seq', g), 'key-' || (g % 10)))
+	         FROM generate_series(1, $n) g});
+}
+
+my $base = threads();
+note("relay threads without a Kafka endpoint: $base");
+
+# ---- dropped while its records wait for a cluster that is down ----
+sql(qq{SELECT outbox.create_endpoint('gone', 'kafka://$bootstrap/gone', '{orders}',
+       options => '{"timeout_ms": 300000}')});
+$kafka->cmd('create gone 4');
+publish(10);
+ok(wait_until(30, sub { sql(q{SELECT delivered FROM outbox.stat_endpoints WHERE name = 'gone'}) == 10 }),
+	'a Kafka endpoint delivers');
+cmp_ok(threads(), '>', $base, '... with librdkafka threads in the relay');
+$kafka->cmd("down $_") for 1 .. 3;
+publish(100);
+ok(wait_until(30, sub { in_flight('gone') > 0 }), 'the cluster down: records wait in the producer');
+sql(q{SELECT outbox.drop_endpoint('gone')});
+ok(wait_until(20, sub { threads() <= $base }), 'dropped: its producer goes, with its threads')
+  or diag('threads: ' . threads() . ", before: $base");
+$kafka->cmd("up $_") for 1 .. 3;
+
+$node->stop('immediate');
+$kafka->stop;
+done_testing();
