@@ -1157,8 +1157,17 @@ kafka_progress(bool ready)
 			p->error_logged = true;
 		}
 		kafka_settle(p);
-		if (p->refs == 0 && kafka_drained(p))
+		if (p->refs == 0 && p->outstanding == 0 && p->unpopped == 0)
 		{
+			/*
+			 * Its own records are back: its successors wait for its
+			 * predecessor instead, so that an endpoint changed again and
+			 * again while its oldest producer drains keeps two producers,
+			 * not one per change.
+			 */
+			for (KafkaProducer *q = producers; q; q = q->next)
+				if (q->after == p->id)
+					q->after = p->after;
 			*link = p->next;
 			kafka_producer_destroy(p);
 			continue;

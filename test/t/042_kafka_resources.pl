@@ -1,7 +1,7 @@
 # What a Kafka endpoint costs the relay (threads, descriptors), and that it
 # is given back: a producer is a few librdkafka threads and sockets, so an
-# endpoint dropped while its records are out must not leave its producer
-# behind.
+# endpoint dropped while its records are out, or changed again and again
+# while its cluster does not answer, must not leave producers behind.
 use strict;
 use warnings;
 use lib 'test/t';
@@ -63,6 +63,24 @@ sql(q{SELECT outbox.drop_endpoint('gone')});
 ok(wait_until(20, sub { threads() <= $base }), 'dropped: its producer goes, with its threads')
   or diag('threads: ' . threads() . ", before: $base");
 $kafka->cmd("up $_") for 1 .. 3;
+
+# ---- changed again and again while its cluster does not answer ----
+sql(qq{SELECT outbox.create_endpoint('busy', 'kafka://$bootstrap/busy', '{orders}',
+       options => '{"timeout_ms": 300000}')});
+$kafka->cmd('create busy 4');
+publish(10);
+ok(wait_until(30, sub { sql(q{SELECT delivered FROM outbox.stat_endpoints WHERE name = 'busy'}) == 10 }),
+	'another Kafka endpoint delivers');
+my $one = threads() - $base;
+note("threads of one producer: $one");
+$kafka->cmd("rtt $_ 1000000") for 1 .. 3;
+publish(100);
+ok(wait_until(30, sub { in_flight('busy') > 0 }), 'the cluster stops answering: records in flight');
+sql(qq{SELECT outbox.alter_endpoint('busy', '{"options": {"kafka": {"linger.ms": $_}}}')}) for 1 .. 20;
+# the old producer keeps its records in flight (their deadline is 300 s); the
+# new one waits for them: two producers, not twenty
+ok(wait_until(20, sub { threads() <= $base + 3 * $one }), 'changed 20 times: no producer piles up')
+  or diag('threads: ' . threads() . ", one producer: $one, before: $base");
 
 $node->stop('immediate');
 $kafka->stop;
