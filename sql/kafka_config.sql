@@ -156,6 +156,14 @@ SELECT regress.try($$SELECT kafka_secrets FROM outbox._endpoints$$) AS admin_sec
 SELECT regress.try($$SELECT outbox._endpoint_options('{}', NULL, 'kafka://b:1/t', NULL)$$) AS admin_private_function;
 SELECT outbox.alter_endpoint('ks', '{"options": {"kafka": {"sasl.password": "by-admin-s3cr3t"}}}');
 SELECT name, kafka_secret_names FROM outbox.endpoints WHERE name = 'ks';
+-- ... but cannot send the ones it cannot read to brokers of its choosing
+-- (with SASL PLAIN the password travels as it is): new brokers need them again
+SELECT regress.try_detail($$SELECT outbox.alter_endpoint('ks', '{"url": "kafka://evil.example.com:9092/t",
+       "options": {"kafka": {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN"}}}')$$) AS new_brokers;
+SELECT regress.try_detail($$SELECT outbox.alter_endpoint('ks', '{"url": "kafka://127.0.0.1:9092,evil.example.com:9092/t"}')$$) AS one_more_broker;
+SELECT outbox.alter_endpoint('ks', '{"url": "kafka://127.0.0.1:9092/other.topic"}');
+SELECT outbox.alter_endpoint('ks', '{"url": "kafka://b2.example.com:9092/t", "options": {"kafka": {"sasl.password": "given-again"}}}');
+SELECT url, kafka_secret_names FROM outbox.endpoints WHERE name = 'ks';
 RESET ROLE;
 SELECT kafka_secrets FROM outbox._endpoints WHERE name = 'ks';
 DROP ROLE regress_k_reader, regress_k_admin;
