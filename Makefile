@@ -47,7 +47,7 @@ sql/outbox--$(EXTVERSION).sql: sql/outbox.sql
 $(RECEIVER): test/receiver/receiver.c
 	$(MAKE) -C test/receiver
 
-$(KAFKA_TOOLS): test/kafka/%: test/kafka/%.c test/kafka/producer_conf.h
+$(KAFKA_TOOLS): test/kafka/%: test/kafka/%.c src/kafka_conf.h
 	$(MAKE) -C test/kafka $*
 PROVE_TESTS = test/t/*.pl
 
