@@ -96,10 +96,10 @@
  *
  * Outcomes of a delivery report (kafka_outcome):
  *   success                                     TRANSPORT_OK
- *   _PURGE_QUEUE, _PURGE_INFLIGHT: past the record's deadline
- *                                               TRANSPORT_RETRY
- *   _PURGE_QUEUE, _PURGE_INFLIGHT: otherwise (the fence, a fatal
- *   error, close)                               TRANSPORT_NOT_SENT
+ *   _PURGE_QUEUE, _PURGE_INFLIGHT: past the record's deadline, or
+ *   after a fatal error                         TRANSPORT_RETRY
+ *   _PURGE_QUEUE, _PURGE_INFLIGHT: otherwise (the fence,
+ *   close)                                      TRANSPORT_NOT_SENT
  *   record too large (MSG_SIZE_TOO_LARGE,
  *   INVALID_MSG_SIZE, RECORD_LIST_TOO_LARGE),
  *   INVALID_RECORD, INVALID_TIMESTAMP,
@@ -767,6 +767,7 @@ kafka_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
 	KafkaProducer *p = opaque;
 	KafkaRecord *rec = m->_private;
+	char		fatal[KAFKA_ERRSTR_BYTES];
 
 	if (p->destroying || rec == NULL)
 		return;
@@ -782,6 +783,17 @@ kafka_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 		/* purged because its time was up: a failed attempt */
 		rec->outcome = TRANSPORT_RETRY;
 		kafka_error_text(rec->error, sizeof(rec->error), RD_KAFKA_RESP_ERR__MSG_TIMED_OUT, p);
+	}
+	else if (rec->outcome == TRANSPORT_NOT_SENT &&
+			 rd_kafka_fatal_error(rk, fatal, sizeof(fatal)) != RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		/*
+		 * Purged by a fatal error (a cluster that refuses idempotence, say):
+		 * a failed attempt, so that backoff and the breaker pace the new
+		 * producers, which the same cluster may fail at once again.
+		 */
+		rec->outcome = TRANSPORT_RETRY;
+		snprintf(rec->error, sizeof(rec->error), "kafka: %s", fatal);
 	}
 	else
 		kafka_error_text(rec->error, sizeof(rec->error), m->err, p);

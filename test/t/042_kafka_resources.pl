@@ -1,7 +1,9 @@
 # What a Kafka endpoint costs the relay (threads, descriptors), and that it
 # is given back: a producer is a few librdkafka threads and sockets, so an
 # endpoint dropped while its records are out, or changed again and again
-# while its cluster does not answer, must not leave producers behind.
+# while its cluster does not answer, must not leave producers behind; and a
+# cluster that fails every producer must not make the relay spin making
+# new ones.
 use strict;
 use warnings;
 use lib 'test/t';
@@ -81,6 +83,29 @@ sql(qq{SELECT outbox.alter_endpoint('busy', '{"options": {"kafka": {"linger.ms":
 # new one waits for them: two producers, not twenty
 ok(wait_until(20, sub { threads() <= $base + 3 * $one }), 'changed 20 times: no producer piles up')
   or diag('threads: ' . threads() . ", one producer: $one, before: $base");
+
+# ---- a cluster that fails every producer for good ----
+# Without the IdempotentWrite permission, InitProducerId fails and librdkafka
+# fails the producer (a fatal error) at once: its records must count as
+# failed attempts (backoff, breaker, last_error), not come back unsent to a
+# new producer, and another, and another.
+$kafka->cmd("rtt $_ 0") for 1 .. 3;
+sql(q{SELECT outbox.drop_endpoint('busy')});
+$kafka->cmd('errors InitProducerId 1000000 CLUSTER_AUTHORIZATION_FAILED');
+my $log_from = -s $node->logfile;
+sql(qq{SELECT outbox.create_endpoint('denied', 'kafka://$bootstrap/denied', '{orders}',
+       options => '{"backoff_base_ms": 100, "backoff_max_ms": 1000}')});
+publish(20);
+ok(wait_until(30, sub { sql(q{SELECT failed_attempts FROM outbox.stat_endpoints WHERE name = 'denied'}) > 0 }),
+	'a producer failed for good: its records are failed attempts');
+like(sql(q{SELECT last_error FROM outbox.stat_endpoints WHERE name = 'denied'}),
+	qr/Cluster authorization failed/, '... with the reason in last_error');
+my $ticks = cpu_ticks($relay);
+sleep 5;
+cmp_ok(cpu_ticks($relay) - $ticks, '<=', 50, '... and the relay does not spin making producers');
+my $failed = () = slurp_file($node->logfile, $log_from) =~ /Kafka producer of endpoint "denied" failed/g;
+cmp_ok($failed, '<=', 30, "... nor floods the log ($failed producers failed)");
+$kafka->cmd('clear InitProducerId');
 
 $node->stop('immediate');
 $kafka->stop;
