@@ -44,8 +44,8 @@
  *    own copy of the setting (a reload may free the backend's) and refuses
  *    a blocked one before connecting.  Records then time out, their
  *    last_error naming the address; a changed setting applies to the
- *    producers made after it (it is part of what open() compares, so the
- *    next reload of the endpoints makes new ones).
+ *    producers made after it (it is part of what open() compares, and the
+ *    relay reloads its endpoints after SIGHUP, which makes new ones).
  *
  * Per-key order.  The core pipelines a key's messages on this transport
  * (pipelined = true): the idempotent producer keeps a partition's records

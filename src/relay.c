@@ -297,7 +297,11 @@ outbox_relay_main(Datum arg)
 		long		timeout;
 
 		if (relay_turn_begin(loop_cxt))
+		{
 			retention_changed();
+			/* a Kafka producer keeps the outbox.blocked_networks it was made with */
+			loaded_generation = PG_UINT64_MAX;
+		}
 		generation = pg_atomic_read_u64(&my_slot->config_generation);
 		if (generation != loaded_generation)
 		{

@@ -3,7 +3,8 @@
 # endpoint dropped while its records are out, or changed again and again
 # while its cluster does not answer, must not leave producers behind; and a
 # cluster that fails every producer must not make the relay spin making
-# new ones.
+# new ones.  And outbox.blocked_networks, tightened, reaches producers that
+# are connected already.
 use strict;
 use warnings;
 use lib 'test/t';
@@ -106,6 +107,26 @@ cmp_ok(cpu_ticks($relay) - $ticks, '<=', 50, '... and the relay does not spin ma
 my $failed = () = slurp_file($node->logfile, $log_from) =~ /Kafka producer of endpoint "denied" failed/g;
 cmp_ok($failed, '<=', 30, "... nor floods the log ($failed producers failed)");
 $kafka->cmd('clear InitProducerId');
+
+# ---- outbox.blocked_networks tightened while a producer is connected ----
+sql(q{SELECT outbox.drop_endpoint('denied')});
+sql(qq{SELECT outbox.create_endpoint('fenced', 'kafka://$bootstrap/fenced', '{orders}',
+       options => '{"timeout_ms": 1000, "backoff_base_ms": 100, "backoff_max_ms": 500}')});
+$kafka->cmd('create fenced 4');
+publish(10);
+ok(wait_until(30, sub { sql(q{SELECT delivered FROM outbox.stat_endpoints WHERE name = 'fenced'}) == 10 }),
+	'a Kafka endpoint delivers to 127.0.0.1');
+sql(q{ALTER SYSTEM SET outbox.blocked_networks = '127.0.0.0/8'});
+sql(q{SELECT pg_reload_conf()});
+sleep 1;
+publish(10);
+ok(wait_until(30, sub { sql(q{SELECT last_error FROM outbox.stat_endpoints WHERE name = 'fenced'})
+		=~ /address 127\.0\.0\.1 is blocked by outbox\.blocked_networks/ }),
+	'127.0.0.0/8 blocked and reloaded: the connected producer gives way to one that may not connect')
+  or diag(sql(q{SELECT last_error FROM outbox.stat_endpoints WHERE name = 'fenced'}));
+is(sql(q{SELECT delivered FROM outbox.stat_endpoints WHERE name = 'fenced'}), '10', '... and nothing more is delivered');
+sql(q{ALTER SYSTEM RESET outbox.blocked_networks});
+sql(q{SELECT pg_reload_conf()});
 
 $node->stop('immediate');
 $kafka->stop;
