@@ -36,11 +36,6 @@ sub threads
 	return $n;
 }
 
-sub in_flight
-{
-	return sql(qq{SELECT coalesce(sum(in_flight), 0) FROM outbox.stat_endpoints WHERE name = '$_[0]'});
-}
-
 sub publish
 {
 	my ($n) = @_;
@@ -48,37 +43,43 @@ sub publish
 	         FROM generate_series(1, $n) g});
 }
 
+sub ep_stat
+{
+	my ($name, $what) = @_;
+	return sql(qq{SELECT $what FROM outbox.stat_endpoints WHERE name = '$name'});
+}
+
+# a Kafka endpoint on its own topic, delivering 10 messages
+sub delivering
+{
+	my ($name, $options) = @_;
+	sql(qq{SELECT outbox.create_endpoint('$name', 'kafka://$bootstrap/$name', '{orders}', options => '$options')});
+	$kafka->cmd("create $name 4");
+	publish(10);
+	ok(wait_until(30, sub { ep_stat($name, 'delivered') == 10 }), "Kafka endpoint $name delivers");
+}
+
 my $base = threads();
 note("relay threads without a Kafka endpoint: $base");
 
 # ---- dropped while its records wait for a cluster that is down ----
-sql(qq{SELECT outbox.create_endpoint('gone', 'kafka://$bootstrap/gone', '{orders}',
-       options => '{"timeout_ms": 300000}')});
-$kafka->cmd('create gone 4');
-publish(10);
-ok(wait_until(30, sub { sql(q{SELECT delivered FROM outbox.stat_endpoints WHERE name = 'gone'}) == 10 }),
-	'a Kafka endpoint delivers');
+delivering('gone', '{"timeout_ms": 300000}');
 cmp_ok(threads(), '>', $base, '... with librdkafka threads in the relay');
 $kafka->cmd("down $_") for 1 .. 3;
 publish(100);
-ok(wait_until(30, sub { in_flight('gone') > 0 }), 'the cluster down: records wait in the producer');
+ok(wait_until(30, sub { ep_stat('gone', 'in_flight') > 0 }), 'the cluster down: records wait in the producer');
 sql(q{SELECT outbox.drop_endpoint('gone')});
 ok(wait_until(20, sub { threads() <= $base }), 'dropped: its producer goes, with its threads')
   or diag('threads: ' . threads() . ", before: $base");
 $kafka->cmd("up $_") for 1 .. 3;
 
 # ---- changed again and again while its cluster does not answer ----
-sql(qq{SELECT outbox.create_endpoint('busy', 'kafka://$bootstrap/busy', '{orders}',
-       options => '{"timeout_ms": 300000}')});
-$kafka->cmd('create busy 4');
-publish(10);
-ok(wait_until(30, sub { sql(q{SELECT delivered FROM outbox.stat_endpoints WHERE name = 'busy'}) == 10 }),
-	'another Kafka endpoint delivers');
+delivering('busy', '{"timeout_ms": 300000}');
 my $one = threads() - $base;
 note("threads of one producer: $one");
 $kafka->cmd("rtt $_ 1000000") for 1 .. 3;
 publish(100);
-ok(wait_until(30, sub { in_flight('busy') > 0 }), 'the cluster stops answering: records in flight');
+ok(wait_until(30, sub { ep_stat('busy', 'in_flight') > 0 }), 'the cluster stops answering: records in flight');
 sql(qq{SELECT outbox.alter_endpoint('busy', '{"options": {"kafka": {"linger.ms": $_}}}')}) for 1 .. 20;
 # the old producer keeps its records in flight (their deadline is 300 s); the
 # new one waits for them: two producers, not twenty
@@ -97,9 +98,9 @@ my $log_from = -s $node->logfile;
 sql(qq{SELECT outbox.create_endpoint('denied', 'kafka://$bootstrap/denied', '{orders}',
        options => '{"backoff_base_ms": 100, "backoff_max_ms": 1000}')});
 publish(20);
-ok(wait_until(30, sub { sql(q{SELECT failed_attempts FROM outbox.stat_endpoints WHERE name = 'denied'}) > 0 }),
+ok(wait_until(30, sub { ep_stat('denied', 'failed_attempts') > 0 }),
 	'a producer failed for good: its records are failed attempts');
-like(sql(q{SELECT last_error FROM outbox.stat_endpoints WHERE name = 'denied'}),
+like(ep_stat('denied', 'last_error'),
 	qr/Cluster authorization failed/, '... with the reason in last_error');
 my $ticks = cpu_ticks($relay);
 sleep 5;
@@ -110,21 +111,15 @@ $kafka->cmd('clear InitProducerId');
 
 # ---- outbox.blocked_networks tightened while a producer is connected ----
 sql(q{SELECT outbox.drop_endpoint('denied')});
-sql(qq{SELECT outbox.create_endpoint('fenced', 'kafka://$bootstrap/fenced', '{orders}',
-       options => '{"timeout_ms": 1000, "backoff_base_ms": 100, "backoff_max_ms": 500}')});
-$kafka->cmd('create fenced 4');
-publish(10);
-ok(wait_until(30, sub { sql(q{SELECT delivered FROM outbox.stat_endpoints WHERE name = 'fenced'}) == 10 }),
-	'a Kafka endpoint delivers to 127.0.0.1');
+delivering('fenced', '{"timeout_ms": 1000, "backoff_base_ms": 100, "backoff_max_ms": 500}');
 sql(q{ALTER SYSTEM SET outbox.blocked_networks = '127.0.0.0/8'});
 sql(q{SELECT pg_reload_conf()});
 sleep 1;
 publish(10);
-ok(wait_until(30, sub { sql(q{SELECT last_error FROM outbox.stat_endpoints WHERE name = 'fenced'})
-		=~ /address 127\.0\.0\.1 is blocked by outbox\.blocked_networks/ }),
+ok(wait_until(30, sub { ep_stat('fenced', 'last_error') =~ /address 127\.0\.0\.1 is blocked by outbox\.blocked_networks/ }),
 	'127.0.0.0/8 blocked and reloaded: the connected producer gives way to one that may not connect')
-  or diag(sql(q{SELECT last_error FROM outbox.stat_endpoints WHERE name = 'fenced'}));
-is(sql(q{SELECT delivered FROM outbox.stat_endpoints WHERE name = 'fenced'}), '10', '... and nothing more is delivered');
+  or diag(ep_stat('fenced', 'last_error'));
+is(ep_stat('fenced', 'delivered'), '10', '... and nothing more is delivered');
 sql(q{ALTER SYSTEM RESET outbox.blocked_networks});
 sql(q{SELECT pg_reload_conf()});
 
