@@ -34,6 +34,7 @@ SELECT regress.try_detail($$SELECT outbox.create_endpoint('e', 'kafka://user:pw@
 SELECT regress.try_detail($$SELECT outbox.create_endpoint('e', 'kafka://b:9092/t?acks=1')$$) AS query;
 SELECT regress.try_detail($$SELECT outbox.create_endpoint('e', 'kafka://b:9092/t#x')$$) AS fragment;
 SELECT regress.try_detail($$SELECT outbox.create_endpoint('e', 'kafka://b c:9092/t')$$) AS space_in_host;
+SELECT regress.try_detail(format($$SELECT outbox.create_endpoint('e', 'kafka://%s/t')$$, (SELECT string_agg('b' || g || ':9092', ',') FROM generate_series(1, 33) g))) AS too_many_brokers;
 SELECT regress.try_detail($$SELECT outbox.create_endpoint('e', 'kafka://[zz::1]:9092/t')$$) AS bad_ipv6;
 SELECT regress.try_detail($$SELECT outbox.create_endpoint('e', 'kafka://::1:9092/t')$$) AS ipv6_without_brackets;
 SELECT regress.try_detail($$SELECT outbox.create_endpoint('e', 'kafka://b:9092/a/b')$$) AS slash_in_topic;

@@ -27,6 +27,12 @@ PG_FUNCTION_INFO_V1(outbox_check_kafka_url);
 #define KAFKA_MAX_TOPIC_LEN		249 /* Kafka's limit on a topic name */
 #define KAFKA_MAX_HOST_LEN		253 /* a DNS name */
 #define KAFKA_MAX_PORT			65535
+/*
+ * Bootstrap servers in one URL: librdkafka runs a thread with its own
+ * sockets per broker, so a URL of thousands would exhaust the relay's file
+ * descriptors (a few are plenty: the cluster advertises the rest).
+ */
+#define KAFKA_MAX_BROKERS		32
 
 bool
 kafka_url_is_kafka(const char *url)
@@ -150,6 +156,7 @@ kafka_url_parse(const char *url, KafkaUrl *out, char **problem)
 	const char *rest;
 	const char *slash;
 	const char *why = NULL;
+	int			nbrokers = 0;
 
 	if (pg_strncasecmp(url, KAFKA_SCHEME, strlen(KAFKA_SCHEME)) != 0)
 		why = "the URL must start with kafka://";
@@ -170,6 +177,8 @@ kafka_url_parse(const char *url, KafkaUrl *out, char **problem)
 			const char *end = comma ? comma : slash;
 
 			why = kafka_broker_refused(b, end - b);
+			if (why == NULL && ++nbrokers > KAFKA_MAX_BROKERS)
+				why = "the URL may name at most " CppAsString2(KAFKA_MAX_BROKERS) " bootstrap brokers";
 			b = comma ? comma + 1 : slash;
 			if (why == NULL && comma != NULL && b == slash)
 				why = "a broker is missing after the last comma";
