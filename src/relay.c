@@ -43,6 +43,7 @@
 #include "postgres.h"
 
 #include <signal.h>
+#include <sys/resource.h>
 
 #include "access/xact.h"
 #include "commands/dbcommands.h"
@@ -217,6 +218,26 @@ relay_extension_current(void)
 }
 
 /*
+ * Open files the relay may have: the transports' sockets (curl's pool,
+ * librdkafka's per broker, with a thread each) are not counted by fd.c,
+ * which keeps PostgreSQL's own files within the soft limit the postmaster
+ * started with.  Raise the soft limit towards the hard one for them.
+ */
+#define RELAY_MAX_FILES		65536
+
+static void
+relay_raise_file_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= Min(rl.rlim_max, RELAY_MAX_FILES))
+		return;
+	rl.rlim_cur = Min(rl.rlim_max, RELAY_MAX_FILES);
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+		elog(LOG, "outbox: could not raise the relay's open file limit: %m");
+}
+
+/*
  * The database's extension is at another version than this library (the
  * library was upgraded, ALTER EXTENSION outbox UPDATE has not run yet): the
  * SQL objects are not the ones this code reads and writes.  Say so once,
@@ -285,6 +306,7 @@ outbox_relay_main(Datum arg)
 
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	pgstat_report_appname("outbox relay");
+	relay_raise_file_limit();
 	transport_init();
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "outbox relay loop", ALLOCSET_DEFAULT_SIZES);
 
