@@ -11,7 +11,7 @@ OBJS        = src/outbox.o src/catalog.o src/spi.o src/validate.o src/etag.o \
               src/gapless.o src/rows.o src/eventparse.o src/eventstore.o src/publish.o src/subscription.o \
               src/http.o src/netblock.o src/redact.o src/webhook.o src/delivery.o src/endpoint.o src/progress.o src/report.o src/transport.o src/backoff.o src/retention.o src/shmem.o \
               src/launcher.o src/relay.o src/stats.o src/projection.o src/projector.o src/options.o \
-              src/kafka.o
+              src/kafka.o src/kafkaurl.o
 # Released scripts are never edited: sql/outbox.sql is the current version's,
 # copied to outbox--$(EXTVERSION).sql; every release adds an upgrade script.
 DATA        = sql/outbox--0.1.0.sql sql/outbox--0.1.0--0.2.0.sql
@@ -47,7 +47,7 @@ sql/outbox--$(EXTVERSION).sql: sql/outbox.sql
 $(RECEIVER): test/receiver/receiver.c
 	$(MAKE) -C test/receiver
 
-$(KAFKA_TOOLS): test/kafka/%: test/kafka/%.c test/kafka/producer_conf.h
+$(KAFKA_TOOLS): test/kafka/%: test/kafka/%.c src/kafka_conf.h
 	$(MAKE) -C test/kafka $*
 PROVE_TESTS = test/t/*.pl
 

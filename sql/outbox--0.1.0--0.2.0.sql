@@ -750,3 +750,74 @@ END
 $$;
 COMMENT ON FUNCTION outbox.alter_endpoint(text, jsonb) IS
     'change any of an endpoint''s url, topics, secret, headers, options (options are merged, options.kafka property by property: null removes one)';
+
+/*
+ * Kafka review, write-only properties sent elsewhere: an outbox_admin, who
+ * cannot read an endpoint's write-only Kafka client properties, could point
+ * the endpoint at brokers of its own (with SASL PLAIN) and receive them.
+ * alter_endpoint now refuses new brokers unless the call gives them again.
+ */
+CREATE OR REPLACE FUNCTION outbox.alter_endpoint(name text, changes jsonb) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    eid int := outbox._endpoint_id(alter_endpoint.name);
+    k text;
+    brokers text;
+    kept text[];
+BEGIN
+    FOR k IN SELECT jsonb_object_keys(outbox._require_object(changes, 'changes'::text)) LOOP
+        IF k NOT IN ('url', 'topics', 'secret', 'headers', 'options') THEN
+            RAISE EXCEPTION 'unknown endpoint setting "%"', k USING ERRCODE = '22023',
+                HINT = 'Settings: url, topics, secret, headers, options.';
+        END IF;
+    END LOOP;
+    SELECT split_part(e.url, '/', 3) INTO brokers FROM outbox._endpoints e WHERE e.id = eid;
+    IF changes ? 'url' THEN
+        IF jsonb_typeof(changes -> 'url') <> 'string' THEN
+            RAISE EXCEPTION '"url" must be a string' USING ERRCODE = '22023';
+        END IF;
+        UPDATE outbox._endpoints SET url = outbox._check_endpoint_url(changes ->> 'url') WHERE id = eid;
+    END IF;
+    IF changes ? 'topics' THEN
+        IF jsonb_typeof(changes -> 'topics') <> 'array' THEN
+            RAISE EXCEPTION '"topics" must be an array of strings' USING ERRCODE = '22023';
+        END IF;
+        UPDATE outbox._endpoints
+           SET topics = outbox._check_topics(ARRAY(SELECT jsonb_array_elements_text(changes -> 'topics')))
+         WHERE id = eid;
+    END IF;
+    IF changes ? 'secret' THEN
+        IF jsonb_typeof(changes -> 'secret') NOT IN ('string', 'null') THEN
+            RAISE EXCEPTION '"secret" must be a string or null' USING ERRCODE = '22023';
+        END IF;
+        UPDATE outbox._endpoints SET secret = outbox._check_secret(changes ->> 'secret') WHERE id = eid;
+    END IF;
+    IF changes ? 'headers' THEN
+        PERFORM outbox._check_headers(changes -> 'headers');
+        UPDATE outbox._endpoints SET headers = changes -> 'headers' WHERE id = eid;
+    END IF;
+    -- a new URL may change the kind of endpoint, and with it the options
+    IF changes ?| ARRAY['url', 'options'] THEN
+        UPDATE outbox._endpoints e
+           SET (options, kafka_secrets) =
+               (SELECT o.options, o.kafka_secrets
+                  FROM outbox._endpoint_options(coalesce(changes -> 'options', '{}'::jsonb), e.options, e.url,
+                                                e.kafka_secrets) o)
+         WHERE e.id = eid;
+    END IF;
+    -- write-only properties go only to the brokers they were given for: the
+    -- caller, who cannot read them, may not send them to brokers of its own
+    SELECT ARRAY(SELECT p FROM jsonb_object_keys(e.kafka_secrets) p
+                  WHERE NOT coalesce(changes -> 'options' -> 'kafka' ? p, false) ORDER BY p)
+      INTO kept FROM outbox._endpoints e WHERE e.id = eid AND split_part(e.url, '/', 3) <> brokers;
+    IF cardinality(kept) > 0 THEN
+        RAISE EXCEPTION 'new brokers for endpoint "%" need its write-only Kafka client properties again',
+            alter_endpoint.name USING ERRCODE = '22023',
+            DETAIL = format('Stored: %s. They are sent only to the brokers they were given for.',
+                            array_to_string(kept, ', ')),
+            HINT = 'Give them again in options.kafka in the same call, or remove them with null.';
+    END IF;
+    PERFORM outbox._check_endpoint_secret(e.url, e.secret) FROM outbox._endpoints e WHERE e.id = eid;
+    PERFORM outbox._notify_relay();
+END
+$$;

@@ -470,6 +470,8 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     eid int := outbox._endpoint_id(alter_endpoint.name);
     k text;
+    brokers text;
+    kept text[];
 BEGIN
     FOR k IN SELECT jsonb_object_keys(outbox._require_object(changes, 'changes'::text)) LOOP
         IF k NOT IN ('url', 'topics', 'secret', 'headers', 'options') THEN
@@ -477,6 +479,7 @@ BEGIN
                 HINT = 'Settings: url, topics, secret, headers, options.';
         END IF;
     END LOOP;
+    SELECT split_part(e.url, '/', 3) INTO brokers FROM outbox._endpoints e WHERE e.id = eid;
     IF changes ? 'url' THEN
         IF jsonb_typeof(changes -> 'url') <> 'string' THEN
             RAISE EXCEPTION '"url" must be a string' USING ERRCODE = '22023';
@@ -509,6 +512,18 @@ BEGIN
                   FROM outbox._endpoint_options(coalesce(changes -> 'options', '{}'::jsonb), e.options, e.url,
                                                 e.kafka_secrets) o)
          WHERE e.id = eid;
+    END IF;
+    -- write-only properties go only to the brokers they were given for: the
+    -- caller, who cannot read them, may not send them to brokers of its own
+    SELECT ARRAY(SELECT p FROM jsonb_object_keys(e.kafka_secrets) p
+                  WHERE NOT coalesce(changes -> 'options' -> 'kafka' ? p, false) ORDER BY p)
+      INTO kept FROM outbox._endpoints e WHERE e.id = eid AND split_part(e.url, '/', 3) <> brokers;
+    IF cardinality(kept) > 0 THEN
+        RAISE EXCEPTION 'new brokers for endpoint "%" need its write-only Kafka client properties again',
+            alter_endpoint.name USING ERRCODE = '22023',
+            DETAIL = format('Stored: %s. They are sent only to the brokers they were given for.',
+                            array_to_string(kept, ', ')),
+            HINT = 'Give them again in options.kafka in the same call, or remove them with null.';
     END IF;
     PERFORM outbox._check_endpoint_secret(e.url, e.secret) FROM outbox._endpoints e WHERE e.id = eid;
     PERFORM outbox._notify_relay();

@@ -334,14 +334,16 @@ topic_matches(List *patterns, const char *topic)
 /*
  * Read the next messages of the log for every endpoint that has room, in one
  * transaction.  Gap-free: stops at the first message a running transaction
- * could still precede (gapless.c), and tries again shortly.
+ * could still precede (gapless.c), and tries again shortly.  Returns true if
+ * an endpoint read past a message (figures to publish before waiting).
  */
-void
+bool
 delivery_fetch(bool woken)
 {
 	ListCell   *lc;
 	TimestampTz now = GetCurrentTimestamp();
 	bool		began = false;
+	bool		moved = false;
 
 	foreach(lc, delivery_endpoints)
 	{
@@ -409,6 +411,7 @@ delivery_fetch(bool woken)
 											 DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull))));
 			pfree(topic);
 			ep->fetched = id;
+			moved = true;
 		}
 		ep->want_fetch = full || (n == FETCH_BATCH && i == n);
 		if (ep->refetch_at == 0)
@@ -418,6 +421,7 @@ delivery_fetch(bool woken)
 	}
 	if (began)
 		delivery_end();
+	return moved;
 }
 
 /* ---- sending ---- */
@@ -604,23 +608,27 @@ endpoint_send_chunk(Endpoint *ep, Pending **ps, int n)
 	return pos == m;
 }
 
-static void
+/* Returns true if a request started or the breaker went half-open. */
+static bool
 endpoint_send(Endpoint *ep, TimestampTz now)
 {
 	Pending   **chosen;
 	int			n;
 	bool		all_sent = true;
+	bool		half_opened = false;
+	int			in_flight = ep->in_flight;
 
 	if (ep->dropped || ep->paused || ep->invalid)
-		return;
+		return false;
 	if (ep->breaker == BREAKER_OPEN)
 	{
 		if (now < ep->open_until)
-			return;
+			return false;
 		ep->breaker = BREAKER_HALF_OPEN;
+		half_opened = true;
 	}
 	if (!endpoint_can_start(ep))
-		return;
+		return half_opened;
 	n = endpoint_choose(ep, now, &chosen);
 	for (int i = 0; i < n; i += SEND_READ_MAX)
 	{
@@ -634,24 +642,28 @@ endpoint_send(Endpoint *ep, TimestampTz now)
 	}
 	if (n > 0)
 		pfree(chosen);
+	return half_opened || ep->in_flight != in_flight;
 }
 
 /*
  * Start the requests that may go.  The payloads are read in one short
  * transaction, begun at the first request and committed before the
- * requests' I/O starts (in the relay's wait).
+ * requests' I/O starts (in the relay's wait).  Returns true if a request
+ * started or a breaker went half-open (figures to publish before waiting).
  */
-void
+bool
 delivery_send(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	ListCell   *lc;
+	bool		changed = false;
 
 	foreach(lc, delivery_endpoints)
-		endpoint_send(lfirst(lc), now);
+		changed |= endpoint_send(lfirst(lc), now);
 	if (send_began)
 		delivery_end();
 	send_began = false;
+	return changed;
 }
 
 /* ---- results ---- */
@@ -672,6 +684,8 @@ delivery_complete(const TransportResult *r)
 		for (int i = 0; i < req->n; i++)
 			pending_unsend(ep, req->items[i]);
 		pfree(req);
+		if (ep->dropped)
+			endpoint_gone(ep);
 		return;
 	}
 	ep->unsaved++;
@@ -735,7 +749,8 @@ delivery_complete(const TransportResult *r)
 			pending_dead(ep, p);
 	}
 	pfree(req);
-	/* a dropped endpoint is freed by the next reload, once idle */
+	if (ep->dropped)
+		endpoint_gone(ep);
 }
 
 /* ---- timers ---- */

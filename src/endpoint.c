@@ -152,14 +152,27 @@ endpoint_row_decode(HeapTuple tup, TupleDesc desc, const EndpointColumns *c, End
 	row->secret_options = isnull ? NULL : DatumGetJsonbP(d);
 }
 
-/* Forget an endpoint; memory lives in delivery_cxt and its own context. */
+/*
+ * An endpoint that left the catalog: nothing more goes out (its transport
+ * withdraws what has not left yet), and it goes once its requests are back
+ * (delivery_complete calls this again).
+ */
 void
-endpoint_free(Endpoint *ep)
+endpoint_gone(Endpoint *ep)
 {
-	if (ep->conn)
+	Assert(ep->dropped);
+	if (ep->conn != NULL)
+	{
 		ep->transport->close(ep->conn);
-	MemoryContextDelete(ep->cxt);
-	pfree(ep);
+		ep->conn = NULL;
+	}
+	if (ep->in_flight == 0)
+	{
+		/* its memory: in delivery_cxt and its own context */
+		delivery_endpoints = list_delete_ptr(delivery_endpoints, ep);
+		MemoryContextDelete(ep->cxt);
+		pfree(ep);
+	}
 }
 
 /* An endpoint of the catalog (dropped ones have id -1: see delivery_reload) */
@@ -391,18 +404,13 @@ delivery_reload(void)
 	 * Endpoints that left the catalog go once their requests are back; until
 	 * then no later reload takes them for a catalog row.
 	 */
-	foreach(lc, delivery_endpoints)
+	foreach(lc, list_copy(delivery_endpoints))
 	{
 		Endpoint   *ep = lfirst(lc);
 
 		if (!ep->dropped)
 			continue;
 		ep->id = -1;
-		if (ep->in_flight == 0)
-		{
-			endpoint_free(ep);
-			/* the list is freed when its last cell goes: keep the result */
-			delivery_endpoints = foreach_delete_current(delivery_endpoints, lc);
-		}
+		endpoint_gone(ep);
 	}
 }

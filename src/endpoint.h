@@ -125,7 +125,7 @@ typedef struct Endpoint
 /* endpoint.c */
 extern List *delivery_endpoints;	/* Endpoint * */
 extern MemoryContext delivery_cxt;
-extern void endpoint_free(Endpoint *ep);
+extern void endpoint_gone(Endpoint *ep);
 
 /* delivery.c, for endpoint.c and progress.c */
 extern Pending *pending_new(Endpoint *ep, int64 id, const char *topic, const char *key,

@@ -44,8 +44,8 @@
  *    own copy of the setting (a reload may free the backend's) and refuses
  *    a blocked one before connecting.  Records then time out, their
  *    last_error naming the address; a changed setting applies to the
- *    producers made after it (it is part of what open() compares, so the
- *    next reload of the endpoints makes new ones).
+ *    producers made after it (it is part of what open() compares, and the
+ *    relay reloads its endpoints after SIGHUP, which makes new ones).
  *
  * Per-key order.  The core pipelines a key's messages on this transport
  * (pipelined = true): the idempotent producer keeps a partition's records
@@ -96,10 +96,10 @@
  *
  * Outcomes of a delivery report (kafka_outcome):
  *   success                                     TRANSPORT_OK
- *   _PURGE_QUEUE, _PURGE_INFLIGHT: past the record's deadline
- *                                               TRANSPORT_RETRY
- *   _PURGE_QUEUE, _PURGE_INFLIGHT: otherwise (the fence, a fatal
- *   error, close)                               TRANSPORT_NOT_SENT
+ *   _PURGE_QUEUE, _PURGE_INFLIGHT: past the record's deadline, or
+ *   after a fatal error                         TRANSPORT_RETRY
+ *   _PURGE_QUEUE, _PURGE_INFLIGHT: otherwise (the fence,
+ *   close)                                      TRANSPORT_NOT_SENT
  *   record too large (MSG_SIZE_TOO_LARGE,
  *   INVALID_MSG_SIZE, RECORD_LIST_TOO_LARGE),
  *   INVALID_RECORD, INVALID_TIMESTAMP,
@@ -139,32 +139,13 @@
 
 #include "backoff.h"
 #include "kafka.h"
+#include "kafka_conf.h"
 #include "netblock.h"
 #include "outbox.h"
 #include "transport.h"
 #include "validate.h"
 
-PG_FUNCTION_INFO_V1(outbox_check_kafka_url);
 
-#define KAFKA_SCHEME			"kafka://"
-#define KAFKA_PLACEHOLDER		"{topic}"
-#define KAFKA_MAX_TOPIC_LEN		249 /* Kafka's limit on a topic name */
-#define KAFKA_MAX_HOST_LEN		253 /* a DNS name */
-#define KAFKA_MAX_PORT			65535
-
-/*
- * Requests in flight per broker connection.  1 keeps a partition's batches
- * in order even against a broker that does not check idempotent sequence
- * numbers (librdkafka's mock cluster); the idempotent producer allows up to
- * 5.  A user may choose a lower value, never a higher one.
- */
-#define KAFKA_MAX_IN_FLIGHT_REQUESTS	1
-
-/* Defaults a user may override in options.kafka */
-#define KAFKA_DEFAULT_CLIENT_ID			"outbox"
-#define KAFKA_DEFAULT_LINGER_MS			"5"
-#define KAFKA_DEFAULT_RECONNECT_MS		"100"
-#define KAFKA_DEFAULT_RECONNECT_MAX_MS	"1000"
 
 /* A producer that could not be made again after a fatal error: retry after */
 #define KAFKA_REMAKE_RETRY_MS	1000
@@ -197,7 +178,9 @@ typedef struct KafkaProperty
 #define WHY_CODE	"would load code or run a command on the database server"
 #define WHY_FILE	"would read a file on the database server"
 #define WHY_OUTBOX	"is managed by outbox"
+#define WHY_HTTP	"would make HTTP requests from the database server, outside outbox.blocked_networks"
 #define WHY_RETRIES	"is fixed: a record is retried until timeout_ms runs out (fewer retries could fail records out of order)"
+#define WHY_JWT		"is for development only: librdkafka's unsecured JWT crashes the database server when it refreshes its token"
 
 static const KafkaProperty kafka_properties[] = {
 	/* the cluster, and what outbox sets */
@@ -265,8 +248,8 @@ static const KafkaProperty kafka_properties[] = {
 	{"sasl.oauthbearer.config", KAFKA_SECRET},
 	{"sasl.oauthbearer.scope", KAFKA_ALLOWED},
 	{"sasl.oauthbearer.extensions", KAFKA_ALLOWED},
-	{"sasl.oauthbearer.token.endpoint.url", KAFKA_ALLOWED},
-	{"enable.sasl.oauthbearer.unsecure.jwt", KAFKA_ALLOWED},
+	{"sasl.oauthbearer.token.endpoint.url", KAFKA_REFUSED, WHY_HTTP},
+	{"enable.sasl.oauthbearer.unsecure.jwt", KAFKA_REFUSED, WHY_JWT},
 	/* throughput, batching, compression */
 	{"linger.ms", KAFKA_ALLOWED},
 	{"queue.buffering.max.ms", KAFKA_ALLOWED},
@@ -362,8 +345,13 @@ kafka_value_refused(const char *name, const char *value)
 		return strcmp(value, "probe") == 0 ? NULL :
 			"may only be \"probe\" (the system's CA certificates): it would read a file on the database server";
 	if (strcmp(name, "sasl.mechanism") == 0 || strcmp(name, "sasl.mechanisms") == 0)
-		return pg_strcasecmp(value, "GSSAPI") != 0 ? NULL :
-			"may not be GSSAPI: Kerberos would run kinit on the database server";
+	{
+		if (pg_strcasecmp(value, "GSSAPI") == 0)
+			return "may not be GSSAPI: Kerberos would run kinit on the database server";
+		/* its tokens would come from OIDC (WHY_HTTP) or the unsecured JWT (WHY_JWT) */
+		if (pg_strcasecmp(value, "OAUTHBEARER") == 0)
+			return "may not be OAUTHBEARER: outbox has no way to obtain its tokens";
+	}
 	return NULL;
 }
 
@@ -580,203 +568,6 @@ kafka_options_merge(Jsonb *given, Jsonb *shown, Jsonb *secret, Jsonb **shown_out
 }
 
 /* ----------------------------------------------------------------
- * URLs and topic names
- * ----------------------------------------------------------------
- */
-
-typedef struct KafkaUrl
-{
-	char	   *brokers;		/* "host:port,...", for bootstrap.servers */
-	char	   *topic;			/* a topic, or a template with {topic} */
-} KafkaUrl;
-
-bool
-kafka_url_is_kafka(const char *url)
-{
-	return pg_strncasecmp(url, "kafka:", strlen("kafka:")) == 0;
-}
-
-/* ASCII only, whatever the server's locale */
-static bool
-kafka_alnum(char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-}
-
-static bool
-kafka_topic_char(char c)
-{
-	return kafka_alnum(c) || c == '.' || c == '_' || c == '-';
-}
-
-/* Why name (len bytes) is not a legal Kafka topic name, or NULL. */
-static const char *
-kafka_topic_refused(const char *name, int len)
-{
-	if (len == 0)
-		return "a Kafka topic name must not be empty";
-	if (len > KAFKA_MAX_TOPIC_LEN)
-		return "a Kafka topic name may have at most 249 characters";
-	if ((len == 1 && name[0] == '.') || (len == 2 && name[0] == '.' && name[1] == '.'))
-		return "a Kafka topic name may not be \".\" or \"..\"";
-	for (int i = 0; i < len; i++)
-		if (!kafka_topic_char(name[i]))
-			return "a Kafka topic name may have letters, digits, \".\", \"_\" and \"-\" only";
-	return NULL;
-}
-
-/* Why a topic template is not valid, or NULL. */
-static const char *
-kafka_template_refused(const char *t)
-{
-	int			literal = 0;
-	int			placeholders = 0;
-	int			plen = strlen(KAFKA_PLACEHOLDER);
-
-	for (const char *p = t; *p;)
-	{
-		if (strncmp(p, KAFKA_PLACEHOLDER, plen) == 0)
-		{
-			placeholders++;
-			p += plen;
-			continue;
-		}
-		if (!kafka_topic_char(*p))
-			return "the topic may have letters, digits, \".\", \"_\", \"-\" and {topic} only";
-		literal++;
-		p++;
-	}
-	if (placeholders == 0)
-		return kafka_topic_refused(t, literal);
-	if (literal + placeholders > KAFKA_MAX_TOPIC_LEN)
-		return "the topic template is longer than any Kafka topic name may be";
-	return NULL;
-}
-
-/* Why "host:port" (len bytes, IPv6 in brackets) is not valid, or NULL. */
-static const char *
-kafka_broker_refused(const char *s, int len)
-{
-	const char *colon;
-	int			hostlen;
-	long		port = 0;
-
-	if (len == 0)
-		return "a broker is missing between commas";
-	if (s[0] == '[')
-	{
-		const char *close = memchr(s, ']', len);
-
-		if (close == NULL || close == s + 1)
-			return "an IPv6 address must be inside brackets: [::1]:9092";
-		for (const char *p = s + 1; p < close; p++)
-			if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f') || (*p >= 'A' && *p <= 'F') ||
-				  *p == ':' || *p == '.'))
-				return "an IPv6 address may have hexadecimal digits, \":\" and \".\" only";
-		colon = close + 1;
-		if (colon >= s + len || *colon != ':')
-			return "every broker needs a port: host:9092";
-	}
-	else
-	{
-		colon = NULL;
-		for (const char *p = s; p < s + len; p++)
-			if (*p == ':')
-				colon = p;
-		if (colon == NULL)
-			return "every broker needs a port: host:9092";
-		hostlen = colon - s;
-		if (hostlen == 0 || hostlen > KAFKA_MAX_HOST_LEN)
-			return "a broker's host name must have 1 to 253 characters";
-		for (const char *p = s; p < colon; p++)
-			if (!kafka_alnum(*p) && *p != '.' && *p != '-' && *p != '_')
-				return "a broker's host may have letters, digits, \".\", \"-\" and \"_\" only (IPv6 addresses in brackets)";
-	}
-	if (colon + 1 == s + len || len - (colon + 1 - s) > 5)
-		return "a broker's port must be a number from 1 to 65535";
-	for (const char *p = colon + 1; p < s + len; p++)
-	{
-		if (*p < '0' || *p > '9')
-			return "a broker's port must be a number from 1 to 65535";
-		port = port * 10 + (*p - '0');
-	}
-	if (port < 1 || port > KAFKA_MAX_PORT)
-		return "a broker's port must be a number from 1 to 65535";
-	return NULL;
-}
-
-/* Parse kafka://brokers/topic; false with *problem if it is not valid. */
-static bool
-kafka_url_parse(const char *url, KafkaUrl *out, char **problem)
-{
-	const char *rest;
-	const char *slash;
-	const char *why = NULL;
-
-	if (pg_strncasecmp(url, KAFKA_SCHEME, strlen(KAFKA_SCHEME)) != 0)
-		why = "the URL must start with kafka://";
-	else if (strchr(url, '@'))
-		why = "the URL may not carry credentials: give them in options.kafka (sasl.username, sasl.password)";
-	else if (strpbrk(url, "?#"))
-		why = "the URL may not have a query or a fragment";
-	else if ((slash = strchr(url + strlen(KAFKA_SCHEME), '/')) == NULL || slash[1] == '\0')
-		why = "the URL needs a topic after the brokers: kafka://host:9092/topic";
-	else
-	{
-		rest = url + strlen(KAFKA_SCHEME);
-		if (rest == slash)
-			why = "the URL needs at least one broker: kafka://host:9092/topic";
-		for (const char *b = rest; why == NULL && b < slash;)
-		{
-			const char *comma = memchr(b, ',', slash - b);
-			const char *end = comma ? comma : slash;
-
-			why = kafka_broker_refused(b, end - b);
-			b = comma ? comma + 1 : slash;
-			if (why == NULL && comma != NULL && b == slash)
-				why = "a broker is missing after the last comma";
-		}
-		if (why == NULL)
-			why = kafka_template_refused(slash + 1);
-		if (why == NULL)
-		{
-			out->brokers = pnstrdup(rest, slash - rest);
-			out->topic = pstrdup(slash + 1);
-			return true;
-		}
-	}
-	*problem = pstrdup(why);
-	return false;
-}
-
-char *
-kafka_url_check(const char *url, char **problem)
-{
-	KafkaUrl	u;
-
-	if (!kafka_url_parse(url, &u, problem))
-		return NULL;
-	return psprintf(KAFKA_SCHEME "%s/%s", u.brokers, u.topic);
-}
-
-/* outbox._check_kafka_url(url text) returns text: the URL as stored, or 22023 */
-Datum
-outbox_check_kafka_url(PG_FUNCTION_ARGS)
-{
-	char	   *url = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	char	   *problem = NULL;
-	char	   *normal = kafka_url_check(url, &problem);
-
-	if (normal == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid Kafka endpoint URL \"%s\"", url),
-				 errdetail("%c%s.", pg_toupper((unsigned char) problem[0]), problem + 1),
-				 errhint("Give kafka://host:port[,host:port...]/topic, where {topic} in the topic stands for the message's topic.")));
-	PG_RETURN_TEXT_P(cstring_to_text(normal));
-}
-
-/* ----------------------------------------------------------------
  * Producers, delivery reports and their results
  * ----------------------------------------------------------------
  */
@@ -976,6 +767,7 @@ kafka_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
 	KafkaProducer *p = opaque;
 	KafkaRecord *rec = m->_private;
+	char		fatal[KAFKA_ERRSTR_BYTES];
 
 	if (p->destroying || rec == NULL)
 		return;
@@ -991,6 +783,17 @@ kafka_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 		/* purged because its time was up: a failed attempt */
 		rec->outcome = TRANSPORT_RETRY;
 		kafka_error_text(rec->error, sizeof(rec->error), RD_KAFKA_RESP_ERR__MSG_TIMED_OUT, p);
+	}
+	else if (rec->outcome == TRANSPORT_NOT_SENT &&
+			 rd_kafka_fatal_error(rk, fatal, sizeof(fatal)) != RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		/*
+		 * Purged by a fatal error (a cluster that refuses idempotence, say):
+		 * a failed attempt, so that backoff and the breaker pace the new
+		 * producers, which the same cluster may fail at once again.
+		 */
+		rec->outcome = TRANSPORT_RETRY;
+		snprintf(rec->error, sizeof(rec->error), "kafka: %s", fatal);
 	}
 	else
 		kafka_error_text(rec->error, sizeof(rec->error), m->err, p);
@@ -1172,22 +975,7 @@ kafka_init_once(void)
 static KafkaProducer *
 kafka_producer_new(KafkaConn *conn, char **problem)
 {
-	static const char *const defaults[][2] = {
-		{"client.id", KAFKA_DEFAULT_CLIENT_ID},
-		{"linger.ms", KAFKA_DEFAULT_LINGER_MS},
-		{"reconnect.backoff.ms", KAFKA_DEFAULT_RECONNECT_MS},
-		{"reconnect.backoff.max.ms", KAFKA_DEFAULT_RECONNECT_MAX_MS},
-		{"socket.nagle.disable", "true"},
-		{"max.in.flight.requests.per.connection", CppAsString2(KAFKA_MAX_IN_FLIGHT_REQUESTS)},
-	};
-	const char *const fixed[][2] = {
-		{"bootstrap.servers", conn->url.brokers},
-		/* deadlines are the transport's: see "Per-key order" at the top */
-		{"message.timeout.ms", "0"},
-		{"enable.idempotence", "true"},
-		{"acks", "all"},
-		{"partitioner", "murmur2_random"},
-	};
+	const char *const bootstrap[2] = {"bootstrap.servers", conn->url.brokers};
 	rd_kafka_conf_t *conf;
 	KafkaProducer *p;
 	char		errstr[KAFKA_ERRSTR_BYTES];
@@ -1203,8 +991,9 @@ kafka_producer_new(KafkaConn *conn, char **problem)
 	pg_atomic_init_u32(&p->blocked_state, KAFKA_BLOCKED_NONE);
 	p->blocked_networks = netblock_copy();
 
-	for (int i = 0; i < lengthof(defaults) && bad.message == NULL; i++)
-		if (rd_kafka_conf_set(conf, defaults[i][0], defaults[i][1], errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
+	for (int i = 0; i < lengthof(kafka_conf_defaults) && bad.message == NULL; i++)
+		if (rd_kafka_conf_set(conf, kafka_conf_defaults[i][0], kafka_conf_defaults[i][1],
+							  errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
 			bad.message = pstrdup(errstr);
 	foreach(lc, conn->props)
 	{
@@ -1214,8 +1003,12 @@ kafka_producer_new(KafkaConn *conn, char **problem)
 		if (bad.message != NULL || !kafka_property_set(conf, prop->name, prop->value, &secret, &bad))
 			break;
 	}
-	for (int i = 0; i < lengthof(fixed) && bad.message == NULL; i++)
-		if (rd_kafka_conf_set(conf, fixed[i][0], fixed[i][1], errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
+	for (int i = 0; i < lengthof(kafka_conf_fixed) && bad.message == NULL; i++)
+		if (rd_kafka_conf_set(conf, kafka_conf_fixed[i][0], kafka_conf_fixed[i][1],
+							  errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
+			bad.message = pstrdup(errstr);
+	if (bad.message == NULL &&
+		rd_kafka_conf_set(conf, bootstrap[0], bootstrap[1], errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
 			bad.message = pstrdup(errstr);
 	if (bad.message != NULL)
 	{
@@ -1376,8 +1169,17 @@ kafka_progress(bool ready)
 			p->error_logged = true;
 		}
 		kafka_settle(p);
-		if (p->refs == 0 && kafka_drained(p))
+		if (p->refs == 0 && p->outstanding == 0 && p->unpopped == 0)
 		{
+			/*
+			 * Its own records are back: its successors wait for its
+			 * predecessor instead, so that an endpoint changed again and
+			 * again while its oldest producer drains keeps two producers,
+			 * not one per change.
+			 */
+			for (KafkaProducer *q = producers; q; q = q->next)
+				if (q->after == p->id)
+					q->after = p->after;
 			*link = p->next;
 			kafka_producer_destroy(p);
 			continue;
@@ -1584,39 +1386,6 @@ kafka_record_headers(KafkaConn *conn, const TransportMessage *m, Jsonb *own)
 	return h;
 }
 
-/* The record's topic: {topic} replaced; NULL, with *why, if it is not a legal one. */
-static char *
-kafka_record_topic(const char *template, const char *topic, char **why)
-{
-	StringInfoData s;
-	int			plen = strlen(KAFKA_PLACEHOLDER);
-	const char *refused;
-
-	initStringInfo(&s);
-	for (const char *p = template; *p;)
-	{
-		if (strncmp(p, KAFKA_PLACEHOLDER, plen) == 0)
-		{
-			appendStringInfoString(&s, topic);
-			p += plen;
-		}
-		else
-			appendStringInfoChar(&s, *p++);
-	}
-	refused = kafka_topic_refused(s.data, s.len);
-	if (refused == NULL)
-		return s.data;
-	*why = psprintf("kafka: %s: \"%s\"", refused, s.data);
-	return NULL;
-}
-
-/* A detoasted copy of a jsonb datum is freed once used. */
-static void
-kafka_jsonb_free(Jsonb *jb, Datum d)
-{
-	if (jb != NULL && (Pointer) jb != DatumGetPointer(d))
-		pfree(jb);
-}
 
 /*
  * Produce one record; the error librdkafka returns at once.  The payload
@@ -1631,8 +1400,8 @@ kafka_produce(KafkaConn *conn, KafkaRecord *rec, const char *topic, const Transp
 	rd_kafka_headers_t *headers = kafka_record_headers(conn, m, own);
 	rd_kafka_resp_err_t err;
 
-	kafka_jsonb_free(payload, m->payload);
-	kafka_jsonb_free(own, m->headers);
+	transport_jsonb_free(payload, m->payload);
+	transport_jsonb_free(own, m->headers);
 
 	err = rd_kafka_producev(conn->producer->rk,
 							RD_KAFKA_V_TOPIC(topic),

@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  * kafka.h
- *		What kafka.c exports besides kafka_transport (transport.h): the
- *		checks of a kafka:// URL and of an endpoint's Kafka client
- *		properties, for create_endpoint, alter_endpoint and redact.c.
+ *		The Kafka transport's exports besides kafka_transport (transport.h):
+ *		kafka:// URLs and topics (kafkaurl.c), and the check of an
+ *		endpoint's Kafka client properties (kafka.c), for create_endpoint,
+ *		alter_endpoint, redact.c and the transport itself.
  *-------------------------------------------------------------------------
  */
 #ifndef OUTBOX_KAFKA_H
@@ -12,6 +13,19 @@
 
 /* The key of options that holds an endpoint's Kafka client properties. */
 #define KAFKA_OPTIONS_KEY	"kafka"
+
+/* kafkaurl.c: a kafka:// URL, parsed */
+typedef struct KafkaUrl
+{
+	char	   *brokers;		/* "host:port,...", for bootstrap.servers */
+	char	   *topic;			/* a topic, or a template with {topic} */
+} KafkaUrl;
+
+/* Parse url into out (palloc'd); false, with *problem (palloc'd), if it is not valid. */
+extern bool kafka_url_parse(const char *url, KafkaUrl *out, char **problem);
+
+/* A record's topic: {topic} replaced; NULL, with *why, if it is not a legal one. */
+extern char *kafka_record_topic(const char *template, const char *topic, char **why);
 
 /* Does the URL name a Kafka cluster (scheme "kafka", any case)? */
 extern bool kafka_url_is_kafka(const char *url);

@@ -362,7 +362,7 @@ launcher_step(void)
 		{
 			TimestampTz until = Max(slot->hold_until, slot->next_start_at);
 
-			sleep_ms = Min(sleep_ms, TimestampDifferenceMilliseconds(now, until) + 1);
+			sleep_ms = Min(sleep_ms, ms_until(until, now));
 			continue;
 		}
 		if (!launcher_start_relay(slot, index))

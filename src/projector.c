@@ -392,7 +392,7 @@ projector_run(bool woken)
 	ListCell   *lc;
 
 	if (!woken && !more && (next_due == 0 || now < next_due))
-		return next_due == 0 ? -1 : Max(0, TimestampDifferenceMilliseconds(now, next_due));
+		return ms_until(next_due, now);
 
 	more = false;
 	held_back = false;
@@ -420,7 +420,7 @@ projector_run(bool woken)
 		held_back_ms = 0;
 	if (more)
 		return 0;
-	return next_due == 0 ? -1 : Max(0, TimestampDifferenceMilliseconds(GetCurrentTimestamp(), next_due));
+	return ms_until(next_due, GetCurrentTimestamp());
 }
 
 /* ---- the projector worker ---- */
@@ -649,7 +649,7 @@ projector_supervise(void)
 	LWLockRelease(outbox_shmem->lock);
 	start_later = now < not_before;
 	if (start_later)
-		return TimestampDifferenceMilliseconds(now, not_before) + 1;
+		return ms_until(not_before, now);
 
 	/* the events flag is the projector's; none runs, so the relay reads it */
 	look = !checked_once || my_slot->projector.state == PROJECTOR_BACKOFF;
@@ -667,7 +667,7 @@ projector_supervise(void)
 	LWLockRelease(outbox_shmem->lock);
 	/* a new projector reads everything at start: flags set meanwhile are its own */
 	start_later = not_before != 0;
-	return start_later ? TimestampDifferenceMilliseconds(now, not_before) + 1 : -1;
+	return start_later ? ms_until(not_before, now) : -1;
 }
 
 /*
@@ -869,7 +869,7 @@ outbox_wait_for_projection(PG_FUNCTION_ARGS)
 		ConditionVariablePrepareToSleep(cv);
 	for (;;)
 	{
-		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		long		left = ms_until(deadline, GetCurrentTimestamp());
 		uint64		seen = progress ? pg_atomic_read_u64(progress) : 0;
 
 		if (wait_reached_in_table(name, name_arg, &target))

@@ -43,6 +43,7 @@
 #include "postgres.h"
 
 #include <signal.h>
+#include <sys/resource.h>
 
 #include "access/xact.h"
 #include "commands/dbcommands.h"
@@ -217,6 +218,26 @@ relay_extension_current(void)
 }
 
 /*
+ * Open files the relay may have: the transports' sockets (curl's pool,
+ * librdkafka's per broker, with a thread each) are not counted by fd.c,
+ * which keeps PostgreSQL's own files within the soft limit the postmaster
+ * started with.  Raise the soft limit towards the hard one for them.
+ */
+#define RELAY_MAX_FILES		65536
+
+static void
+relay_raise_file_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= Min(rl.rlim_max, RELAY_MAX_FILES))
+		return;
+	rl.rlim_cur = Min(rl.rlim_max, RELAY_MAX_FILES);
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+		elog(LOG, "outbox: could not raise the relay's open file limit: %m");
+}
+
+/*
  * The database's extension is at another version than this library (the
  * library was upgraded, ALTER EXTENSION outbox UPDATE has not run yet): the
  * SQL objects are not the ones this code reads and writes.  Say so once,
@@ -285,6 +306,7 @@ outbox_relay_main(Datum arg)
 
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	pgstat_report_appname("outbox relay");
+	relay_raise_file_limit();
 	transport_init();
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "outbox relay loop", ALLOCSET_DEFAULT_SIZES);
 
@@ -292,11 +314,17 @@ outbox_relay_main(Datum arg)
 	{
 		uint64		generation;
 		bool		woken;
+		bool		moved;
+		bool		sent;
 		TransportResult result;
 		long		timeout;
 
 		if (relay_turn_begin(loop_cxt))
+		{
 			retention_changed();
+			/* a Kafka producer keeps the outbox.blocked_networks it was made with */
+			loaded_generation = PG_UINT64_MAX;
+		}
 		generation = pg_atomic_read_u64(&my_slot->config_generation);
 		if (generation != loaded_generation)
 		{
@@ -319,7 +347,7 @@ outbox_relay_main(Datum arg)
 			relay_set_state(RELAY_RUNNING);
 		}
 		woken = pg_atomic_exchange_u32(&my_slot->wake_pending, 0) != 0;
-		delivery_fetch(woken);
+		moved = delivery_fetch(woken);
 		/*
 		 * Saving is grouped (delivery_should_persist).  Save before sending:
 		 * unsaved results count against an endpoint's window, so a full
@@ -328,7 +356,7 @@ outbox_relay_main(Datum arg)
 		 */
 		if (delivery_should_persist())
 			delivery_persist();
-		delivery_send();
+		sent = delivery_send();
 		if (delivery_should_persist())
 			delivery_persist();
 
@@ -338,19 +366,24 @@ outbox_relay_main(Datum arg)
 		/* any of the above may have consumed a wake-up: the flags say */
 		if (relay_pending())
 			timeout = 0;
-
 		/*
-		 * Publish the figures before sleeping, not after: an idle relay may
-		 * sleep for long, and stat_endpoints must show what it sleeps with
-		 * (the results below are published by the next turn, before its
-		 * next wait).
+		 * The figures are published after results (before the next save,
+		 * so a reader never sees progress saved but not counted), and
+		 * before waiting if requests started, a breaker went half-open or
+		 * the log was read (a fetch that only passes messages sends
+		 * nothing): the wait may last until a request ends (a Kafka
+		 * producer's only wake-up is its delivery report), or, for an idle
+		 * relay, a minute.
 		 */
-		delivery_report(my_slot, delivery_horizon_blocked());
+		if (sent || moved)
+			delivery_report(my_slot, delivery_horizon_blocked());
 		transport_wait(timeout);
 		while (transport_next_result(&result))
 		{
 			delivery_complete(&result);
 			my_slot->requests++;	/* only this process writes it */
 		}
+		my_slot->loops++;		/* only this process writes it */
+		delivery_report(my_slot, delivery_horizon_blocked());
 	}
 }

@@ -50,7 +50,6 @@ delivery_report(RelaySlot *slot, bool horizon_blocked)
 	}
 
 	LWLockAcquire(outbox_shmem->lock, LW_EXCLUSIVE);
-	slot->loops++;
 	slot->last_activity_at = now;
 	if (!horizon_blocked)
 		slot->horizon_blocked_since = 0;

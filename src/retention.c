@@ -31,6 +31,7 @@
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
+#include "backoff.h"
 #include "outbox.h"
 #include "catalog.h"
 #include "relay.h"
@@ -139,7 +140,7 @@ retention_expire(void)
 	bool		full = false;
 
 	if (now < expire_at)
-		return TimestampDifferenceMilliseconds(now, expire_at);
+		return ms_until(expire_at, now);
 
 	relay_xact_begin("outbox: deleting expired messages");
 	/* a database still at 0.1.0 has no subscriptions to honour: wait for its update */
@@ -186,5 +187,5 @@ retention_expire(void)
 		outbox_spi_end(&spi);
 	}
 	relay_xact_end();
-	return Max(0, TimestampDifferenceMilliseconds(now, expire_at));
+	return Max(0, ms_until(expire_at, now));
 }

@@ -50,7 +50,7 @@ typedef struct EndpointStats
 	TimestampTz last_failure_at;
 	int			last_http_status;
 	char		last_error[OUTBOX_LAST_ERROR_BYTES];
-	int			nlatencies;		/* commit-to-2xx latencies, ms, most recent */
+	int			nlatencies;		/* commit-to-acknowledgement latencies, ms, most recent */
 	float4		latencies[STAT_LATENCIES];
 } EndpointStats;
 
@@ -101,7 +101,7 @@ typedef struct RelaySlot
 	TimestampTz next_start_at;	/* launcher: not before */
 	TimestampTz hold_until;		/* DROP DATABASE and friends: not before */
 	uint64		loops;			/* turns of the relay loop */
-	uint64		requests;		/* HTTP requests finished */
+	uint64		requests;		/* requests finished (HTTP requests, Kafka records) */
 	TimestampTz horizon_blocked_since;	/* a running transaction holds reading back */
 	/* atomics, no lock */
 	pg_atomic_uint32 wake_pending;	/* a commit wants the relay awake */

@@ -101,6 +101,14 @@ transport_next_result(TransportResult *r)
 	return false;
 }
 
+/* Free jb, a message's jsonb as a transport detoasted it from d, if it is a copy. */
+void
+transport_jsonb_free(Jsonb *jb, Datum d)
+{
+	if (jb != NULL && (Pointer) jb != DatumGetPointer(d))
+		pfree(jb);
+}
+
 /* Requests out, not yet reported, of every transport. */
 int
 transport_in_flight(void)

@@ -138,6 +138,7 @@ extern void transport_init(void);
 extern void transport_wait(long timeout_ms);
 extern bool transport_next_result(TransportResult *r);
 extern int	transport_in_flight(void);
+extern void transport_jsonb_free(Jsonb *jb, Datum d);
 
 /* the transports */
 extern const TransportOps webhook_transport;	/* webhook.c */

@@ -419,13 +419,6 @@ webhook_close(void *p)
 		MemoryContextDelete(conn->cxt);
 }
 
-static void
-jsonb_free(Jsonb *jb, Datum d)
-{
-	if (jb && (Pointer) jb != DatumGetPointer(d))
-		pfree(jb);
-}
-
 /*
  * Start the request for msgs (transport.h): one message, or a batch cut
  * before the message that would take its body past BATCH_BODY_MAX.  Each
@@ -478,11 +471,11 @@ webhook_send(void *p, void *owner, const TransportMessage *msgs, int n, char **r
 			webhook_body_add(&body, batched, &msgs[i], payload, headers);
 			sent++;
 		}
-		jsonb_free(payload, msgs[i].payload);
+		transport_jsonb_free(payload, msgs[i].payload);
 		if (!batched && !cut)
 			single_headers = headers;
 		else
-			jsonb_free(headers, msgs[i].headers);
+			transport_jsonb_free(headers, msgs[i].headers);
 		if (cut)
 			break;				/* the rest go in a later request */
 	}

@@ -34,7 +34,7 @@
 
 #include <librdkafka/rdkafka.h>
 
-#include "producer_conf.h"
+#include "../../src/kafka_conf.h"
 
 #define MAX_OVERRIDES	64
 #define POLL_MS			10		/* wait for room when the local queue is full */
@@ -218,20 +218,31 @@ main(int argc, char **argv)
 		usage();
 
 	conf = rd_kafka_conf_new();
-	for (int i = 0; i < OUTBOX_PRODUCER_CONF_LEN + noverrides + 1; i++)
+	/*
+	 * The relay's configuration (src/kafka_conf.h), then -X (experiments may
+	 * change even what the relay fixes), then the cluster.
+	 */
+	for (int i = 0; i < KAFKA_CONF_LEN(kafka_conf_defaults) + KAFKA_CONF_LEN(kafka_conf_fixed) + noverrides + 1; i++)
 	{
+		int			ndefaults = KAFKA_CONF_LEN(kafka_conf_defaults);
+		int			nfixed = KAFKA_CONF_LEN(kafka_conf_fixed);
 		char		prop[256];
 		const char *name,
 				   *val;
 
-		if (i < OUTBOX_PRODUCER_CONF_LEN)
+		if (i < ndefaults)
 		{
-			name = outbox_producer_conf[i][0];
-			val = outbox_producer_conf[i][1];
+			name = kafka_conf_defaults[i][0];
+			val = kafka_conf_defaults[i][1];
 		}
-		else if (i < OUTBOX_PRODUCER_CONF_LEN + noverrides)
+		else if (i < ndefaults + nfixed)
 		{
-			const char *o = overrides[i - OUTBOX_PRODUCER_CONF_LEN];
+			name = kafka_conf_fixed[i - ndefaults][0];
+			val = kafka_conf_fixed[i - ndefaults][1];
+		}
+		else if (i < ndefaults + nfixed + noverrides)
+		{
+			const char *o = overrides[i - ndefaults - nfixed];
 			size_t		len = strchr(o, '=') - o;
 
 			snprintf(prop, sizeof(prop), "%.*s", (int) len, o);

@@ -1,5 +1,5 @@
 # Order experiments: does a bare idempotent librdkafka producer (the relay's
-# configuration, test/kafka/producer_conf.h) keep per-key order on the mock
+# configuration, src/kafka_conf.h) keep per-key order on the mock
 # cluster when requests fail, a broker goes down, leaders move?  Prints one
 # line per scenario: the producer's summary and the consumer's verdict.
 # Not a test (it asserts nothing); run from the top of a built tree:

@@ -47,6 +47,7 @@ like($deb, qr{/postgresql-15-outbox_[0-9.]+-1_amd64\.deb$}, "named $deb");
 my $info = `dpkg-deb -f $deb Depends`;
 like($info, qr/postgresql-15/, 'depends on the server');
 like($info, qr/libcurl4/, 'depends on libcurl');
+like($info, qr/librdkafka1/, 'depends on librdkafka');
 
 END
 {

@@ -32,13 +32,7 @@ sub ep_stat
 	return sql(qq{SELECT $what FROM outbox.stat_endpoints WHERE name = 'k'});
 }
 
-# everything published so far is delivered or dead (passed the cursor, not waiting to be retried)
-sub settled
-{
-	return sql(q{SELECT cursor_id = (SELECT max(id) FROM outbox.messages) AND done_ahead = '{}'
-	                    AND NOT EXISTS (SELECT FROM outbox._deliveries d WHERE d.endpoint_id = e.id AND d.state = 'retry')
-	               FROM outbox._endpoints e WHERE name = 'k'}) eq 't';
-}
+sub settled { return endpoint_settled($node, 'k'); }
 
 my $fast = '"backoff_base_ms": 50, "backoff_max_ms": 500, "max_attempts": 100';
 sql(qq{SELECT outbox.create_endpoint('k', 'kafka://$bootstrap/out.{topic}', '{orders.*, bad*}',

@@ -12,7 +12,7 @@ use IPC::Run;
 use JSON::PP;
 use Time::HiRes qw(time usleep);
 
-our @EXPORT = qw(start_receiver wait_until cpu_ticks in_key_order
+our @EXPORT = qw(start_receiver wait_until cpu_ticks in_key_order endpoint_settled
   start_kafka kafka_consume kafka_produce);
 
 # start_receiver(log => FILE, secrets => [...], headers => FILE): a running
@@ -61,6 +61,17 @@ sub in_key_order
 		$last{ $r->{key} } = $r->{seq};
 	}
 	return 1;
+}
+
+# endpoint_settled($node, NAME): everything published so far has passed the
+# endpoint's cursor, delivered or dead-lettered (none waiting for a retry)
+sub endpoint_settled
+{
+	my ($node, $name) = @_;
+	return $node->safe_psql('postgres', qq{
+		SELECT cursor_id = (SELECT max(id) FROM outbox.messages) AND done_ahead = '{}'
+		       AND NOT EXISTS (SELECT FROM outbox._deliveries d WHERE d.endpoint_id = e.id AND d.state = 'retry')
+		  FROM outbox._endpoints e WHERE name = '$name'}) eq 't';
 }
 
 # user + system CPU ticks a process has used
