@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Kafka relay benchmark: delivery to librdkafka's mock cluster (test/kafka)
 # on this machine, against a bare librdkafka producer with the relay's
-# producer configuration (test/kafka/bare_producer, producer_conf.h)
+# producer configuration (test/kafka/bare_producer, src/kafka_conf.h)
 # measured in the same run.
 #   sudo test/bench/kafka.sh            (N=500000 KEYS=1000 ROUNDS=3 PARTITIONS=12)
 #   sudo PERF_OUT=/tmp/relay.perf test/bench/kafka.sh   (also: perf record -g of
