@@ -14,7 +14,7 @@
 #include "transport.h"
 
 extern void delivery_reload(void);
-extern void delivery_fetch(bool woken);
+extern bool delivery_fetch(bool woken);
 extern bool delivery_send(void);
 extern void delivery_complete(const TransportResult *r);
 extern void delivery_persist(void);

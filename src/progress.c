@@ -43,9 +43,10 @@ static OutboxPlan plan_save_deliveries = {
 	" last_status = excluded.last_status, last_error = excluded.last_error, updated_at = now()",
 	7, {INT4OID, INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID, INT4ARRAYOID, TEXTARRAYOID}
 };
+/* planned at every run, like delivery.c's plan_bodies: the table may have grown since */
 static OutboxPlan plan_forget_deliveries = {
 	"DELETE FROM outbox._deliveries WHERE endpoint_id = $1 AND message_id = ANY ($2)",
-	2, {INT4OID, INT8ARRAYOID}
+	2, {INT4OID, INT8ARRAYOID}, .cursor_options = CURSOR_OPT_CUSTOM_PLAN
 };
 
 

@@ -314,6 +314,7 @@ outbox_relay_main(Datum arg)
 	{
 		uint64		generation;
 		bool		woken;
+		bool		moved;
 		bool		sent;
 		TransportResult result;
 		long		timeout;
@@ -346,7 +347,7 @@ outbox_relay_main(Datum arg)
 			relay_set_state(RELAY_RUNNING);
 		}
 		woken = pg_atomic_exchange_u32(&my_slot->wake_pending, 0) != 0;
-		delivery_fetch(woken);
+		moved = delivery_fetch(woken);
 		/*
 		 * Saving is grouped (delivery_should_persist).  Save before sending:
 		 * unsaved results count against an endpoint's window, so a full
@@ -368,11 +369,13 @@ outbox_relay_main(Datum arg)
 		/*
 		 * The figures are published after results (before the next save,
 		 * so a reader never sees progress saved but not counted), and
-		 * before waiting if requests started or a breaker went half-open:
-		 * the wait may last until a request ends (a Kafka producer's only
-		 * wake-up is its delivery report).
+		 * before waiting if requests started, a breaker went half-open or
+		 * the log was read (a fetch that only passes messages sends
+		 * nothing): the wait may last until a request ends (a Kafka
+		 * producer's only wake-up is its delivery report), or, for an idle
+		 * relay, a minute.
 		 */
-		if (sent)
+		if (sent || moved)
 			delivery_report(my_slot, delivery_horizon_blocked());
 		transport_wait(timeout);
 		while (transport_next_result(&result))

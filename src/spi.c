@@ -62,12 +62,20 @@ outbox_spi_end(OutboxSpi *ctx)
 		elog(ERROR, "SPI_finish failed");
 }
 
+/*
+ * cursor_options CURSOR_OPT_CUSTOM_PLAN plans the statement at every run,
+ * for the parameters and the table as they are: for a probe of a table that
+ * grows and shrinks by orders of magnitude (WHERE id = ANY ($1) on the
+ * message log), where the generic plan the cache would keep, made while
+ * the table was small, can be a sequential scan that then reads the whole
+ * log for every chunk of ids.
+ */
 static SPIPlanPtr
 spi_prepare(OutboxPlan *p)
 {
 	SPIPlanPtr	plan;
 
-	plan = SPI_prepare(p->sql, p->nargs, p->argtypes);
+	plan = SPI_prepare_cursor(p->sql, p->nargs, p->argtypes, p->cursor_options);
 	if (plan == NULL)
 		elog(ERROR, "could not prepare \"%s\": %s",
 			 p->sql, SPI_result_code_string(SPI_result));

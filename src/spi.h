@@ -18,6 +18,7 @@ typedef struct OutboxPlan
 	int			nargs;
 	Oid			argtypes[9];
 	SPIPlanPtr	plan;			/* prepared on first use, kept for the backend */
+	int			cursor_options; /* 0, or CURSOR_OPT_CUSTOM_PLAN: see spi.c */
 } OutboxPlan;
 
 typedef struct OutboxSpi
