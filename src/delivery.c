@@ -69,7 +69,13 @@
 #include "spi.h"
 #include "subscription.h"
 
-#define FETCH_BATCH			1000	/* messages read per endpoint per fetch */
+/*
+ * Messages read per endpoint per fetch: what its window has room for, at
+ * least FETCH_MIN (rows of other topics only move its cursor), at most
+ * FETCH_BATCH.  Reading more than fits would read the rest again next time.
+ */
+#define FETCH_MIN			64
+#define FETCH_BATCH			1000
 #define SEND_READ_MAX		1000	/* payloads read per query while sending */
 #define BREAKER_THRESHOLD	5		/* consecutive failed requests that open it */
 #define BREAKER_BASE_MS		1000	/* first cool-down, doubling per trip ... */
@@ -312,12 +318,18 @@ pending_dead(Endpoint *ep, Pending *p)
 
 /* ---- reading the log ---- */
 
-/* May the endpoint queue one more message?  (Memory bounds: endpoint.h.) */
+/* How many more messages may the endpoint queue?  (Memory bounds: endpoint.h.) */
+static int
+endpoint_room(Endpoint *ep)
+{
+	return Min(Min(2 * ep->max_in_flight * ep->batch_size, WINDOW_MAX) - ep->queued,
+			   WINDOW_MAX - ep->queued - ep->ndone);
+}
+
 static bool
 endpoint_has_room(Endpoint *ep)
 {
-	return ep->queued < Min(2 * ep->max_in_flight * ep->batch_size, WINDOW_MAX) &&
-		ep->queued + ep->ndone < WINDOW_MAX;
+	return endpoint_room(ep) > 0;
 }
 
 static bool
@@ -353,6 +365,7 @@ delivery_fetch(bool woken)
 		TupleDesc	desc;
 		uint64		n;
 		uint64		i;
+		int			limit;
 		bool		full = false;
 
 		if (woken || (ep->refetch_at != 0 && now >= ep->refetch_at))
@@ -369,8 +382,9 @@ delivery_fetch(bool woken)
 			delivery_begin("outbox: reading messages");
 		began = true;
 
+		limit = Min(FETCH_BATCH, Max(endpoint_room(ep), FETCH_MIN));
 		args[0] = Int64GetDatum(ep->fetched);
-		args[1] = Int32GetDatum(FETCH_BATCH);
+		args[1] = Int32GetDatum(limit);
 		horizon = gapless_horizon();
 		n = outbox_spi_run(&plan_fetch, args, NULL, true, 0, SPI_OK_SELECT);
 		desc = SPI_tuptable->tupdesc;
@@ -413,7 +427,7 @@ delivery_fetch(bool woken)
 			ep->fetched = id;
 			moved = true;
 		}
-		ep->want_fetch = full || (n == FETCH_BATCH && i == n);
+		ep->want_fetch = full || (n == limit && i == n);
 		if (ep->refetch_at == 0)
 			ep->refetch_ms = 0;
 		ep->dirty = true;		/* the cursor may pass non-matching messages */
