@@ -87,7 +87,7 @@ static const OptionDef kafka_endpoint_defs[] = {
 	{"batch_size", offsetof(EndpointOptions, batch_size), false, 1, 1, 1,
 	"The Kafka producer batches records by itself: see linger.ms and batch.size (options.kafka)."},
 	ENDPOINT_MAX_ATTEMPTS,
-	INT_OPTION(EndpointOptions, max_in_flight, 1, 2048, 1000),
+	INT_OPTION(EndpointOptions, max_in_flight, 1, 2048, 2048),
 	ENDPOINT_ORDERED,
 	ENDPOINT_RATE_LIMIT,
 	ENDPOINT_TIMEOUT,
