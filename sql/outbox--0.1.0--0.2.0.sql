@@ -359,32 +359,6 @@ $$;
 COMMENT ON FUNCTION outbox._check_name(text, text) IS
     'private: validates an endpoint''s, projection''s or subscription''s name (22004, 22023)';
 
-CREATE OR REPLACE FUNCTION outbox.create_endpoint(name text, url text, topics text[] DEFAULT '{*}',
-                                       secret text DEFAULT NULL, headers jsonb DEFAULT '{}',
-                                       options jsonb DEFAULT '{}')
-RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    PERFORM outbox._check_name('endpoint'::text, name);
-    IF url IS NULL THEN
-        RAISE EXCEPTION 'url must not be null' USING ERRCODE = '22004';
-    ELSIF headers IS NULL THEN
-        RAISE EXCEPTION 'headers must not be null' USING ERRCODE = '22004';
-    ELSIF EXISTS (SELECT FROM outbox._endpoints e WHERE e.name = create_endpoint.name) THEN
-        RAISE EXCEPTION 'endpoint "%" already exists', name USING ERRCODE = '42710',
-            HINT = 'Use outbox.alter_endpoint() to change it.';
-    END IF;
-    PERFORM outbox._check_headers(headers);
-    -- messages whose id is above the sequence's current value are the ones
-    -- published after the endpoint was created
-    INSERT INTO outbox._endpoints (name, url, topics, secret, headers, options, cursor_id)
-    SELECT create_endpoint.name, outbox._check_url(url), outbox._check_topics(topics),
-           outbox._check_secret(secret), headers, outbox._endpoint_options(options, NULL::jsonb),
-           CASE WHEN s.is_called THEN s.last_value ELSE 0 END
-      FROM outbox._messages_id_seq s;
-    PERFORM outbox._notify_relay();
-END
-$$;
 
 CREATE OR REPLACE FUNCTION outbox._create_projection(name text, handler regprocedure, event_types text[],
                                           stream_prefix text, mode text, reset regprocedure,
@@ -532,51 +506,6 @@ COMMENT ON FUNCTION outbox.create_projection(text, regprocedure, text[], text, t
  * typed arguments only (no untyped literal, no default filled in).
  */
 
-CREATE OR REPLACE FUNCTION outbox.alter_endpoint(name text, changes jsonb) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    eid int := outbox._endpoint_id(alter_endpoint.name);
-    k text;
-BEGIN
-    FOR k IN SELECT jsonb_object_keys(outbox._require_object(changes, 'changes'::text)) LOOP
-        IF k NOT IN ('url', 'topics', 'secret', 'headers', 'options') THEN
-            RAISE EXCEPTION 'unknown endpoint setting "%"', k USING ERRCODE = '22023',
-                HINT = 'Settings: url, topics, secret, headers, options.';
-        END IF;
-    END LOOP;
-    IF changes ? 'url' THEN
-        IF jsonb_typeof(changes -> 'url') <> 'string' THEN
-            RAISE EXCEPTION '"url" must be a string' USING ERRCODE = '22023';
-        END IF;
-        UPDATE outbox._endpoints SET url = outbox._check_url(changes ->> 'url') WHERE id = eid;
-    END IF;
-    IF changes ? 'topics' THEN
-        IF jsonb_typeof(changes -> 'topics') <> 'array' THEN
-            RAISE EXCEPTION '"topics" must be an array of strings' USING ERRCODE = '22023';
-        END IF;
-        UPDATE outbox._endpoints
-           SET topics = outbox._check_topics(ARRAY(SELECT jsonb_array_elements_text(changes -> 'topics')))
-         WHERE id = eid;
-    END IF;
-    IF changes ? 'secret' THEN
-        IF jsonb_typeof(changes -> 'secret') NOT IN ('string', 'null') THEN
-            RAISE EXCEPTION '"secret" must be a string or null' USING ERRCODE = '22023';
-        END IF;
-        UPDATE outbox._endpoints SET secret = outbox._check_secret(changes ->> 'secret') WHERE id = eid;
-    END IF;
-    IF changes ? 'headers' THEN
-        PERFORM outbox._check_headers(changes -> 'headers');
-        UPDATE outbox._endpoints SET headers = changes -> 'headers' WHERE id = eid;
-    END IF;
-    IF changes ? 'options' THEN
-        UPDATE outbox._endpoints e
-           SET options = outbox._endpoint_options(changes -> 'options', e.options)
-         WHERE id = eid;
-    END IF;
-    PERFORM outbox._notify_relay();
-END
-$$;
-
 CREATE OR REPLACE FUNCTION outbox.rebuild_projection(name text) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -699,57 +628,6 @@ $$;
 COMMENT ON FUNCTION outbox.create_endpoint(text, text, text[], text, jsonb, jsonb) IS
     'configure a webhook (http(s)://) or Kafka (kafka://) endpoint: it receives every message published from now on whose topic matches';
 
-CREATE OR REPLACE FUNCTION outbox.alter_endpoint(name text, changes jsonb) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    eid int := outbox._endpoint_id(alter_endpoint.name);
-    k text;
-BEGIN
-    FOR k IN SELECT jsonb_object_keys(outbox._require_object(changes, 'changes'::text)) LOOP
-        IF k NOT IN ('url', 'topics', 'secret', 'headers', 'options') THEN
-            RAISE EXCEPTION 'unknown endpoint setting "%"', k USING ERRCODE = '22023',
-                HINT = 'Settings: url, topics, secret, headers, options.';
-        END IF;
-    END LOOP;
-    IF changes ? 'url' THEN
-        IF jsonb_typeof(changes -> 'url') <> 'string' THEN
-            RAISE EXCEPTION '"url" must be a string' USING ERRCODE = '22023';
-        END IF;
-        UPDATE outbox._endpoints SET url = outbox._check_endpoint_url(changes ->> 'url') WHERE id = eid;
-    END IF;
-    IF changes ? 'topics' THEN
-        IF jsonb_typeof(changes -> 'topics') <> 'array' THEN
-            RAISE EXCEPTION '"topics" must be an array of strings' USING ERRCODE = '22023';
-        END IF;
-        UPDATE outbox._endpoints
-           SET topics = outbox._check_topics(ARRAY(SELECT jsonb_array_elements_text(changes -> 'topics')))
-         WHERE id = eid;
-    END IF;
-    IF changes ? 'secret' THEN
-        IF jsonb_typeof(changes -> 'secret') NOT IN ('string', 'null') THEN
-            RAISE EXCEPTION '"secret" must be a string or null' USING ERRCODE = '22023';
-        END IF;
-        UPDATE outbox._endpoints SET secret = outbox._check_secret(changes ->> 'secret') WHERE id = eid;
-    END IF;
-    IF changes ? 'headers' THEN
-        PERFORM outbox._check_headers(changes -> 'headers');
-        UPDATE outbox._endpoints SET headers = changes -> 'headers' WHERE id = eid;
-    END IF;
-    -- a new URL may change the kind of endpoint, and with it the options
-    IF changes ?| ARRAY['url', 'options'] THEN
-        UPDATE outbox._endpoints e
-           SET (options, kafka_secrets) =
-               (SELECT o.options, o.kafka_secrets
-                  FROM outbox._endpoint_options(coalesce(changes -> 'options', '{}'::jsonb), e.options, e.url,
-                                                e.kafka_secrets) o)
-         WHERE e.id = eid;
-    END IF;
-    PERFORM outbox._check_endpoint_secret(e.url, e.secret) FROM outbox._endpoints e WHERE e.id = eid;
-    PERFORM outbox._notify_relay();
-END
-$$;
-COMMENT ON FUNCTION outbox.alter_endpoint(text, jsonb) IS
-    'change any of an endpoint''s url, topics, secret, headers, options (options are merged, options.kafka property by property: null removes one)';
 
 /*
  * Kafka review, write-only properties sent elsewhere: an outbox_admin, who
@@ -821,3 +699,5 @@ BEGIN
     PERFORM outbox._notify_relay();
 END
 $$;
+COMMENT ON FUNCTION outbox.alter_endpoint(text, jsonb) IS
+    'change any of an endpoint''s url, topics, secret, headers, options (options are merged, options.kafka property by property: null removes one)';
