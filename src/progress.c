@@ -49,7 +49,6 @@ static OutboxPlan plan_forget_deliveries = {
 	2, {INT4OID, INT8ARRAYOID}, .cursor_options = CURSOR_OPT_CUSTOM_PLAN
 };
 
-
 /*
  * Saves are grouped: at most one per PERSIST_EVERY_MS while requests are
  * out (see delivery_should_persist).
