@@ -522,6 +522,8 @@ endpoint_choose(Endpoint *ep, TimestampTz now, Pending ***out)
 		 */
 		if (keyed && (!p->in_flight || !ep->transport->pipelined))
 			keyset_add(&held, p->key);
+		if (n == room)
+			break;				/* the keys of later ones matter no more */
 	}
 	if (ep->ordered)
 		keyset_free(&held);
