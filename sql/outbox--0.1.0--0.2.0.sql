@@ -561,7 +561,7 @@ COMMENT ON VIEW outbox.endpoints IS
 CREATE FUNCTION outbox._check_kafka_url(url text) RETURNS text
     AS 'MODULE_PATHNAME', 'outbox_check_kafka_url' LANGUAGE C STRICT IMMUTABLE;
 COMMENT ON FUNCTION outbox._check_kafka_url(text) IS
-    'private: a kafka://host:port[,host:port...]/topic URL as stored (the topic may hold {topic}), or 22023 (src/kafka.c)';
+    'private: a kafka://host:port[,host:port...]/topic URL as stored (the topic may hold {topic}), or 22023 (src/kafkaurl.c)';
 
 CREATE FUNCTION outbox._check_endpoint_url(url text) RETURNS text
     LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp
