@@ -316,6 +316,7 @@ outbox_relay_main(Datum arg)
 		bool		woken;
 		bool		moved;
 		bool		sent;
+		bool		finished;
 		TransportResult result;
 		long		timeout;
 
@@ -378,12 +379,16 @@ outbox_relay_main(Datum arg)
 		if (sent || moved)
 			delivery_report(my_slot, delivery_horizon_blocked());
 		transport_wait(timeout);
+		finished = false;
 		while (transport_next_result(&result))
 		{
 			delivery_complete(&result);
 			my_slot->requests++;	/* only this process writes it */
+			finished = true;
 		}
 		my_slot->loops++;		/* only this process writes it */
-		delivery_report(my_slot, delivery_horizon_blocked());
+		/* a wait that ended with no result changed nothing already published */
+		if (finished || !(sent || moved))
+			delivery_report(my_slot, delivery_horizon_blocked());
 	}
 }
