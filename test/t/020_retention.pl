@@ -121,6 +121,27 @@ cmp_ok($walked, '<=', 3 + $secs / 5,
 	sprintf('the backlog was walked %.1f times in %.0f s (before: about once a second)', $walked, $secs));
 is(count_topic('bulk'), '100000', 'and every unacknowledged message is still there');
 
+# ---- no walk of the log while the oldest message is younger than outbox.retention ----
+# Saving progress brought the next pass forward (5 s), and so did the
+# inbox's own timer (every outbox.inbox_retention, 2 s here): each pass
+# walked the 100,000 young messages to find none old enough.  Now the
+# messages' pass waits for the oldest one to be old enough, whatever the
+# inbox's timer does.
+sql(q{ALTER SYSTEM SET outbox.retention = '1h'});
+sql(q{SELECT pg_reload_conf()});
+sleep 3;						# the reload's own pass, and its figures (flushed within 1 s)
+$before = sql($reads);
+$t0 = Time::HiRes::time();
+for (1 .. 60)
+{
+	sql(q{SELECT outbox.publish('live', '{}')});
+	usleep(200_000);
+}
+$walked = (sql($reads) - $before) / 100_000;
+cmp_ok($walked, '<', 0.5,
+	sprintf('young messages were walked %.1f times in %.0f s while delivering (before: 8 times, every 2 s)',
+		$walked, Time::HiRes::time() - $t0));
+
 $node->stop;
 $rx->stop;
 done_testing();
