@@ -21,6 +21,8 @@
  *   save again if about to sleep with progress unsaved
  *   delete expired messages and inbox rows, when due (short transaction)
  *   start or restart the database's projector if it should run (projector.c)
+ *   flush table statistics left pending, when due (a second after the last
+ *     transaction that had any)
  *   wait: latch, postmaster death, sockets, or the next scheduled retry,
  *     but not at all if a wake flag is set (see below)
  *   collect finished requests                      (no transaction)
@@ -130,6 +132,17 @@ relay_set_state(RelayState state)
  */
 static MemoryContext xact_caller_cxt = NULL;
 
+/*
+ * Table statistics (pg_stat_user_tables) are flushed at most once a second
+ * at a transaction's end; what is left pending is flushed by a timer, so
+ * that an idle relay's last work shows within about STATS_FLUSH_MS rather
+ * than at its next transaction, maybe minutes later.
+ */
+#define STATS_FLUSH_MS		1000
+static TimestampTz stats_flush_at = 0;	/* 0: nothing pending */
+
+static void relay_flush_stats(bool force);
+
 void
 relay_xact_begin(const char *activity)
 {
@@ -146,8 +159,37 @@ relay_xact_end(void)
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(xact_caller_cxt);
-	pgstat_report_stat(false);
+	relay_flush_stats(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/* Flush table statistics (force: whatever the last flush), or plan to. */
+static void
+relay_flush_stats(bool force)
+{
+	if (pgstat_report_stat(force) == 0)
+		stats_flush_at = 0;
+	else if (stats_flush_at == 0)
+		stats_flush_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), STATS_FLUSH_MS);
+}
+
+/* ms until pending statistics are due (flushing them if they are), or -1. */
+static long
+relay_stats_due(void)
+{
+	TimestampTz now;
+
+	if (stats_flush_at == 0)
+		return -1;
+	now = GetCurrentTimestamp();
+	if (now >= stats_flush_at)
+	{
+		stats_flush_at = 0;
+		relay_flush_stats(true);
+		if (stats_flush_at == 0)
+			return -1;
+	}
+	return ms_until(stats_flush_at, now);
 }
 
 /*
@@ -364,6 +406,7 @@ outbox_relay_main(Datum arg)
 		Assert(!IsTransactionState());
 		timeout = sooner(delivery_next_timeout(), retention_expire());
 		timeout = sooner(timeout, projector_supervise());
+		timeout = sooner(timeout, relay_stats_due());
 		/* any of the above may have consumed a wake-up: the flags say */
 		if (relay_pending())
 			timeout = 0;
