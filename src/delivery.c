@@ -106,6 +106,20 @@ static OutboxPlan plan_bodies = {
 	1, {INT8ARRAYOID}, .cursor_options = CURSOR_OPT_CUSTOM_PLAN
 };
 
+/*
+ * The same for ids that are (nearly) consecutive, the usual case: one
+ * descent of the index and a walk in order, rather than one descent per id
+ * (a third of the relay's time at 100,000 msg/s); rows between them that
+ * are not wanted are skipped, at most as many as are wanted (BODIES_RANGE).
+ * The ORDER BY and LIMIT keep the generic plan an index range scan.
+ */
+static OutboxPlan plan_bodies_range = {
+	"SELECT id, payload, headers FROM outbox._messages WHERE id >= $1 AND id <= $2"
+	" ORDER BY id LIMIT $3",
+	3, {INT8OID, INT8OID, INT8OID}
+};
+#define BODIES_RANGE		2	/* rows read per message wanted, at most */
+
 /* One request in flight: the endpoint and its messages (the transport's owner). */
 typedef struct Request
 {
@@ -405,7 +419,8 @@ delivery_fetch(bool woken)
 				ep->refetch_at = TimestampTzPlusMilliseconds(now, ep->refetch_ms);
 				break;
 			}
-			topic = SPI_getvalue(tup, desc, 2);
+			/* (not SPI_getvalue: it looks the type's output function up per call) */
+			topic = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
 
 			/*
 			 * Only ids up to what was loaded at start (done_ahead, parked rows)
@@ -421,8 +436,15 @@ delivery_fetch(bool woken)
 				break;
 			}
 			if (wanted)
-				queue_insert(ep, pending_new(ep, id, topic, SPI_getvalue(tup, desc, 3),
-											 DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull))));
+			{
+				Datum		key = SPI_getbinval(tup, desc, 3, &isnull);
+				char	   *keystr = isnull ? NULL : TextDatumGetCString(key);
+				TimestampTz created_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
+
+				queue_insert(ep, pending_new(ep, id, topic, keystr, created_at));
+				if (keystr)
+					pfree(keystr);
+			}
 			pfree(topic);
 			ep->fetched = id;
 			moved = true;
@@ -549,14 +571,26 @@ endpoint_send_chunk(Endpoint *ep, Pending **ps, int n)
 	uint64		row = 0;
 	int			m = 0;
 	int			pos = 0;
+	int64		span;
 
 	if (!send_began)
 		delivery_begin("outbox: reading payloads");
 	send_began = true;
-	for (int i = 0; i < n; i++)
-		ids[i] = ps[i]->id;
-	args[0] = PointerGetDatum(ids_array(ids, n));
-	nrows = outbox_spi_run(&plan_bodies, args, NULL, true, 0, SPI_OK_SELECT);
+	span = ps[n - 1]->id - ps[0]->id + 1;
+	if (span <= (int64) BODIES_RANGE * n)
+	{
+		Datum		range[3] = {Int64GetDatum(ps[0]->id), Int64GetDatum(ps[n - 1]->id),
+		Int64GetDatum(span)};
+
+		nrows = outbox_spi_run(&plan_bodies_range, range, NULL, true, 0, SPI_OK_SELECT);
+	}
+	else
+	{
+		for (int i = 0; i < n; i++)
+			ids[i] = ps[i]->id;
+		args[0] = PointerGetDatum(ids_array(ids, n));
+		nrows = outbox_spi_run(&plan_bodies, args, NULL, true, 0, SPI_OK_SELECT);
+	}
 	rows = SPI_tuptable;
 
 	/* pair each message with its row; one deleted by hand has nothing left to send */

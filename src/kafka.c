@@ -1188,6 +1188,47 @@ kafka_progress(bool ready)
 	}
 }
 
+/*
+ * Records are made and freed on the relay's main thread only (delivery
+ * reports are served by its rd_kafka_poll, and a producer being destroyed
+ * reports nothing), thousands per turn: finished ones are kept for reuse,
+ * up to RECORDS_KEPT, rather than each going back to malloc, which already
+ * serves half a dozen allocations per record inside librdkafka.
+ */
+#define RECORDS_KEPT		4096
+static KafkaRecord *spare_records = NULL;	/* linked by next */
+static int	nspare = 0;
+
+static KafkaRecord *
+kafka_record_new(void)
+{
+	KafkaRecord *rec = spare_records;
+
+	if (rec != NULL)
+	{
+		spare_records = rec->next;
+		nspare--;
+		return rec;
+	}
+	rec = malloc(sizeof(KafkaRecord));
+	if (rec == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	return rec;
+}
+
+static void
+kafka_record_free(KafkaRecord *rec)
+{
+	if (nspare >= RECORDS_KEPT)
+	{
+		free(rec);
+		return;
+	}
+	rec->next = spare_records;
+	spare_records = rec;
+	nspare++;
+}
+
 static bool
 kafka_next_result(TransportResult *r)
 {
@@ -1207,7 +1248,7 @@ kafka_next_result(TransportResult *r)
 	r->retry_after_ms = -1;
 	r->pause = false;
 	strlcpy(r->error, rec->error, sizeof(r->error));
-	free(rec);
+	kafka_record_free(rec);
 	return true;
 }
 
@@ -1352,7 +1393,8 @@ kafka_record_headers(KafkaConn *conn, const TransportMessage *m, Jsonb *own)
 	char		id[32];
 	bool		ok;
 
-	snprintf(id, sizeof(id), "msg_" INT64_FORMAT, m->id);
+	memcpy(id, "msg_", 4);
+	pg_lltoa(m->id, id + 4);
 	ok = rd_kafka_header_add(h, "outbox-id", -1, id, -1) == RD_KAFKA_RESP_ERR_NO_ERROR &&
 		rd_kafka_header_add(h, "outbox-topic", -1, m->topic, -1) == RD_KAFKA_RESP_ERR_NO_ERROR;
 	for (int i = 0; ok && i < conn->nheaders; i++)
@@ -1438,9 +1480,7 @@ kafka_send(void *connp, void *owner, const TransportMessage *msgs, int n, char *
 	topic = kafka_record_topic(conn->url.topic, m->topic, refusal);
 	if (topic == NULL)
 		return 0;
-	rec = malloc(sizeof(KafkaRecord));
-	if (rec == NULL)
-		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	rec = kafka_record_new();
 	rec->owner = owner;
 	rec->outcome = TRANSPORT_RETRY;
 	rec->error[0] = '\0';
@@ -1470,13 +1510,13 @@ kafka_send(void *connp, void *owner, const TransportMessage *msgs, int n, char *
 	}
 	if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL)
 	{
-		free(rec);
+		kafka_record_free(rec);
 		return 0;
 	}
 	if (kafka_outcome(err) == TRANSPORT_PERMANENT)
 	{
 		*refusal = psprintf("kafka: %s", rd_kafka_err2str(err));
-		free(rec);
+		kafka_record_free(rec);
 		return 0;
 	}
 	/* taken, and failed at once (a topic the cluster does not have, say) */

@@ -27,7 +27,14 @@
 
 static const char *const kafka_conf_defaults[][2] = {
 	{"client.id", "outbox"},
-	{"linger.ms", "5"},
+	/*
+	 * A record waits at most 1 ms for others to share its request (librdkafka
+	 * says 5): while a request is out (one per connection), the next batch
+	 * forms anyway, and each record counts against the endpoint's window
+	 * (max_in_flight) until acknowledged, so waiting only lengthens the round
+	 * trip the window is spread over.
+	 */
+	{"linger.ms", "1"},
 	/* a broker that comes back is found within a second */
 	{"reconnect.backoff.ms", "100"},
 	{"reconnect.backoff.max.ms", "1000"},

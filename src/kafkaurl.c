@@ -235,13 +235,16 @@ kafka_record_topic(const char *template, const char *topic, char **why)
 	initStringInfo(&s);
 	for (const char *p = template; *p;)
 	{
-		if (strncmp(p, KAFKA_PLACEHOLDER, plen) == 0)
+		const char *at = strstr(p, KAFKA_PLACEHOLDER);
+
+		if (at == NULL)
 		{
-			appendStringInfoString(&s, topic);
-			p += plen;
+			appendStringInfoString(&s, p);
+			break;
 		}
-		else
-			appendStringInfoChar(&s, *p++);
+		appendBinaryStringInfo(&s, p, at - p);
+		appendStringInfoString(&s, topic);
+		p = at + plen;
 	}
 	refused = kafka_topic_refused(s.data, s.len);
 	if (refused == NULL)

@@ -50,8 +50,9 @@ static OutboxPlan plan_forget_deliveries = {
 };
 
 /*
- * Saves are grouped: at most one per PERSIST_EVERY_MS while requests are
- * out (see delivery_should_persist).
+ * Saves that only move cursors past messages of other topics are grouped:
+ * at most one per PERSIST_EVERY_MS while requests are out (see
+ * delivery_should_persist).
  */
 #define PERSIST_EVERY_MS	20
 static TimestampTz last_persist = 0;
@@ -233,9 +234,14 @@ delivery_persist(void)
 }
 
 /*
- * Save progress now?  Saving is a commit (and a WAL flush): group it.  Save
- * when nothing is in flight (about to sleep), when an endpoint cannot send
- * because its finished-but-unsaved requests fill half its window, or every
+ * Save progress now?  Saving is a commit (and a WAL flush).  Save as soon as
+ * any request has finished: finished requests hold their endpoint's window
+ * until saved, and one save takes every result of a turn, so saves group
+ * themselves under load (one per turn, thousands of results on Kafka).
+ * Saving when half a window was unsaved, or every PERSIST_EVERY_MS, held a
+ * Kafka endpoint's window for 10-20 ms per round trip: 107,000 against
+ * 136,000 msg/s.  Otherwise (cursors moved past other topics' messages),
+ * save when nothing is in flight (about to sleep), or every
  * PERSIST_EVERY_MS.
  */
 bool
@@ -251,7 +257,7 @@ delivery_should_persist(void)
 		if (!ep->dirty || ep->dropped)
 			continue;
 		dirty = true;
-		if (ep->unsaved > 0 && ep->unsaved * 2 >= ep->max_in_flight)
+		if (ep->unsaved > 0)
 			return true;
 	}
 	return dirty && (transport_in_flight() == 0 ||

@@ -14,8 +14,9 @@
  *   reset the latch, handle interrupts and SIGHUP
  *   reload endpoints if their generation changed   (short transaction)
  *   read new messages for endpoints with room      (short transaction)
- *   save progress, grouped: when nothing is in flight, when unsaved results
- *     fill half an endpoint's window, or every 20 ms (short transaction)
+ *   save progress: as soon as requests finished (their results hold the
+ *     window), else when nothing is in flight or every 20 ms (short
+ *     transaction)
  *   start the requests that may go                 (short transaction:
  *     payloads; their I/O starts in the wait)
  *   save again if about to sleep with progress unsaved
