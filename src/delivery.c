@@ -73,9 +73,11 @@
  * Messages read per endpoint per fetch: what its window has room for, at
  * least FETCH_MIN (rows of other topics only move its cursor), at most
  * FETCH_BATCH.  Reading more than fits would read the rest again next time.
+ * One fetch per turn of the relay's loop: FETCH_BATCH is also the most a
+ * turn can take in, so it matches the largest window (Kafka's 2,048).
  */
 #define FETCH_MIN			64
-#define FETCH_BATCH			1000
+#define FETCH_BATCH			2048
 #define SEND_READ_MAX		1000	/* payloads read per query while sending */
 #define BREAKER_THRESHOLD	5		/* consecutive failed requests that open it */
 #define BREAKER_BASE_MS		1000	/* first cool-down, doubling per trip ... */

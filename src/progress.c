@@ -57,6 +57,17 @@ static OutboxPlan plan_forget_deliveries = {
 #define PERSIST_EVERY_MS	20
 static TimestampTz last_persist = 0;
 
+static bool
+queue_has_parked(Endpoint *ep)
+{
+	dlist_iter	it;
+
+	dlist_foreach(it, &ep->queue)
+		if (dlist_container(Pending, node, it.cur)->parked)
+			return true;
+	return false;
+}
+
 /*
  * On an ordered endpoint, messages queued behind a parked message with the
  * same key are parked as well (next attempt NULL: after their predecessor),
@@ -70,6 +81,8 @@ endpoint_park_followers(Endpoint *ep)
 
 	if (!ep->ordered)
 		return;
+	if (!queue_has_parked(ep))
+		return;					/* the usual case: no set of the window's keys */
 	keyset_init(&parked_keys, ep->queued);
 	dlist_foreach(it, &ep->queue)
 	{
