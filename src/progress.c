@@ -69,6 +69,17 @@ queue_has_parked(Endpoint *ep)
 }
 
 /*
+ * A save that skipped an endpoint whose row another transaction holds
+ * (FOR UPDATE SKIP LOCKED) is tried again later, and an idle relay wakes
+ * for it: PERSIST_EVERY_MS, doubling to PERSIST_LOCKED_MAX_MS while the row
+ * stays locked (an administrator's open BEGIN; pause_endpoint(...), say),
+ * not a turn and a commit every 20 ms.  A change to the endpoint wakes the
+ * relay at its commit anyway.
+ */
+#define PERSIST_LOCKED_MAX_MS	1000
+static int	skipped_saves = 0;	/* saves in a row that skipped an endpoint */
+
+/*
  * On an ordered endpoint, messages queued behind a parked message with the
  * same key are parked as well (next attempt NULL: after their predecessor),
  * so that the cursor can pass them.
@@ -224,6 +235,7 @@ delivery_persist(void)
 		return;
 	delivery_end();
 	retention_soon();
+	skipped_saves = skipped != NIL ? skipped_saves + 1 : 0;
 
 	/* committed: drop what is now saved */
 	foreach(lc, delivery_endpoints)
@@ -281,5 +293,7 @@ delivery_should_persist(void)
 TimestampTz
 delivery_persist_due(void)
 {
-	return TimestampTzPlusMilliseconds(last_persist, PERSIST_EVERY_MS);
+	return TimestampTzPlusMilliseconds(last_persist,
+									   Min((int64) PERSIST_EVERY_MS << Min(skipped_saves, 6),
+										   PERSIST_LOCKED_MAX_MS));
 }

@@ -142,6 +142,37 @@ cmp_ok($walked, '<', 0.5,
 	sprintf('young messages were walked %.1f times in %.0f s while delivering (before: 8 times, every 2 s)',
 		$walked, Time::HiRes::time() - $t0));
 
+# ---- an endpoint whose row another session holds: its save waits, the relay sleeps ----
+# A request finishes while another session holds the endpoint's row (an
+# administrator's BEGIN; pause_endpoint(...) left open, say): the relay's
+# save skips the locked row (FOR UPDATE SKIP LOCKED) and tries again later.
+# It tried every 20 ms, a turn and a commit each, for as long as the row
+# stayed locked; now the retries back off to one a second.  (Nothing is
+# published meanwhile: a new message would wait for the session's
+# transaction anyway, the gap-free horizon, polled by its own timer.)
+sub relay_loops
+{
+	return sql(q{SELECT loops FROM outbox.stat_workers WHERE database = 'postgres' AND worker = 'relay'});
+}
+$rx->control('delay_ms=1500');
+my $held_id = sql(q{SELECT outbox.publish('live', '{}')});
+usleep(500_000);				# sent, not answered yet
+my $holder = $node->background_psql('postgres');
+$holder->query_safe('BEGIN');
+$holder->query_safe(q{SELECT FROM outbox._endpoints WHERE name = 'live' FOR UPDATE});
+ok(wait_until(10, sub { grep { $_->{id} eq "msg_$held_id" } @{ $rx->deliveries } }),
+	'a request finishes while the endpoint\'s row is locked');
+$rx->control('delay_ms=0');
+sleep 1;
+my $loops = relay_loops();
+sleep 5;
+$loops = relay_loops() - $loops;
+cmp_ok($loops, '<=', 20, "the relay turned $loops times in 5 s while its save waited for the row (before: about 250)");
+$holder->query_safe('COMMIT');
+$holder->quit;
+ok( wait_until(10, sub { sql(qq{SELECT cursor_id >= $held_id FROM outbox._endpoints WHERE name = 'live'}) eq 't' }),
+	'its progress is saved once the row is free');
+
 $node->stop;
 $rx->stop;
 done_testing();
